@@ -1,0 +1,210 @@
+// `trapline send`: a drop-in for zabbix_sender (same flags, input format, summary lines and
+// exit codes) that batches values and sends them over several connections at once.
+//
+// Differences, on purpose: a malformed input line is skipped and reported with its number
+// (zabbix_sender stops at the first one); a value that Zabbix counts failed is traced to its
+// host and key and reported.
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cli/commands.h"
+#include "collector/send_input.h"
+#include "collector/sender.h"
+#include "common/log.h"
+#include "common/uv.h"
+
+namespace trapline::cli {
+
+namespace {
+
+struct SendFlags {
+  std::string server;
+  int port = 10051;
+  std::string host;
+  std::string key;
+  std::string value;
+  std::string input;
+  bool with_timestamps = false;
+  bool with_ns = false;
+  bool real_time = false;
+  int verbose = 0;
+  double timeout_s = 60;
+  int connections = 4;
+  int batch = 1000;
+  bool compress = false;
+  std::string spool_dir;
+  double grace_s = 0;
+  double retry_for_s = 0;
+};
+
+// Exit codes, as zabbix_sender: 0 all values processed, 2 some failed or skipped, 1 failure.
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitPartial = 2;
+
+int RunSend(const SendFlags& f) {
+  if (Status st = InitLogging(f.verbose >= 2 ? "debug" : f.verbose == 1 ? "info" : "warn");
+      !st.ok()) {
+    std::fprintf(stderr, "trapline send: %s\n", st.message().c_str());
+    return kExitFailure;
+  }
+  bool single = !f.key.empty() || !f.value.empty();
+  if (single == !f.input.empty()) {
+    std::fprintf(stderr, "trapline send: give either -k KEY -o VALUE (with -s HOST) or -i FILE\n");
+    return kExitFailure;
+  }
+  if (single && (f.host.empty() || f.key.empty())) {
+    std::fprintf(stderr, "trapline send: -k and -o need -s HOST\n");
+    return kExitFailure;
+  }
+  if (f.with_ns && !f.with_timestamps) {
+    std::fprintf(stderr, "trapline send: -N needs -T\n");
+    return kExitFailure;
+  }
+
+  SenderOptions opts;
+  opts.server = f.server;
+  opts.port = static_cast<uint16_t>(f.port);
+  opts.connections = f.connections;
+  opts.batch_values = static_cast<size_t>(f.batch);
+  opts.compress = f.compress;
+  opts.timeout_ms = static_cast<uint64_t>(f.timeout_s * 1000);
+  opts.memory_values = SIZE_MAX / 2;  // a one-shot sender keeps everything it read
+  opts.spool_dir = f.spool_dir;
+  opts.grace_ms = static_cast<uint64_t>(f.grace_s * 1000);
+  opts.retry_interval_ms = 1000;
+  opts.flush_interval_ms = f.real_time ? 200 : 1000;
+
+  Loop loop;
+  Sender sender(loop.get(), opts);
+  int64_t failed_at_server = 0;
+  sender.set_on_reply([&](const std::string& peer, const SenderReply& r) {
+    std::printf("Response from \"%s\": \"%s\"\n", peer.c_str(), r.info.c_str());
+  });
+  sender.set_on_reject([&](const std::string& host, const std::string& key, uint64_t n,
+                           const std::string&) {
+    failed_at_server += static_cast<int64_t>(n);
+    std::fprintf(stderr, "trapline send: failed: host \"%s\" key \"%s\": %llu values\n",
+                 host.c_str(), key.c_str(), static_cast<unsigned long long>(n));
+  });
+  if (Status st = sender.Start(); !st.ok()) {
+    std::fprintf(stderr, "trapline send: %s\n", st.ToString().c_str());
+    return kExitFailure;
+  }
+
+  Status outcome = Status::OK();
+  auto drain = [&] {
+    bool done = false;
+    Timer deadline(loop.get());
+    bool give_up = f.retry_for_s <= 0;
+    if (!give_up) {
+      deadline.Start(static_cast<uint64_t>(f.retry_for_s * 1000), 0, [&] {
+        outcome = Status::Unavailable("zabbix " + sender.peer() + " not reached within --retry-for");
+        done = true;
+        loop.Stop();
+      });
+    }
+    sender.Drain(give_up, [&](Status st) {
+      if (!st.ok()) outcome = st;
+      done = true;
+      loop.Stop();
+    });
+    while (!done) loop.Run();
+  };
+
+  int64_t total = 0, skipped = 0;
+  if (single) {
+    total = 1;
+    sender.Enqueue(SenderValue{f.host, f.key, f.value, 0, 0, 0});
+  } else {
+    FILE* in = f.input == "-" ? stdin : std::fopen(f.input.c_str(), "r");
+    if (in == nullptr) {
+      std::fprintf(stderr, "trapline send: cannot open [%s]: %s\n", f.input.c_str(),
+                   std::strerror(errno));
+      return kExitFailure;
+    }
+    SendInputFormat format{f.with_timestamps, f.with_ns, f.host};
+    char* line = nullptr;
+    size_t cap = 0;
+    ssize_t len;
+    while (outcome.ok() && (len = getline(&line, &cap, in)) >= 0) {
+      ++total;
+      std::string_view sv(line, static_cast<size_t>(len));
+      if (!sv.empty() && sv.back() == '\n') sv.remove_suffix(1);
+      auto v = ParseSendLine(sv, format);
+      if (!v.ok()) {
+        ++skipped;
+        std::fprintf(stderr, "trapline send: [line %lld] %s (line skipped)\n",
+                     static_cast<long long>(total), v.status().message().c_str());
+        continue;
+      }
+      sender.Enqueue(std::move(v).value());
+      if (f.real_time) {
+        pollfd p{fileno(in), POLLIN, 0};
+        if (poll(&p, 1, 0) == 0) drain();  // nothing more to read now: send what we have
+      } else if (total % opts.batch_values == 0) {
+        uv_run(loop.get(), UV_RUN_NOWAIT);  // let replies come in while we read
+      }
+    }
+    std::free(line);
+    if (in != stdin) std::fclose(in);
+  }
+  if (outcome.ok()) drain();
+  sender.Shutdown();
+
+  SenderCounters c = sender.counters();
+  if (f.verbose > 0) {
+    std::fprintf(stderr,
+                 "trapline send: processed=%llu rejected=%llu retried=%llu requests=%llu "
+                 "request_errors=%llu spooled=%llu\n",
+                 static_cast<unsigned long long>(c.sent), static_cast<unsigned long long>(c.rejected),
+                 static_cast<unsigned long long>(c.retried), static_cast<unsigned long long>(c.requests),
+                 static_cast<unsigned long long>(c.request_errors),
+                 static_cast<unsigned long long>(c.spooled));
+  }
+  if (!outcome.ok()) {
+    std::fprintf(stderr, "trapline send: %s\n", outcome.message().c_str());
+    std::printf("Sending failed.%s\n", f.verbose < 2 ? " Use option -vv for more detailed output." : "");
+    return kExitFailure;
+  }
+  std::printf("sent: %lld; skipped: %lld; total: %lld\n", static_cast<long long>(total - skipped),
+              static_cast<long long>(skipped), static_cast<long long>(total));
+  return (failed_at_server > 0 || skipped > 0) ? kExitPartial : kExitOk;
+}
+
+}  // namespace
+
+Runner AddSendCommand(CLI::App& app) {
+  auto f = std::make_shared<SendFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "send",
+      "Send values to Zabbix trapper items: a drop-in for zabbix_sender (same flags, input "
+      "format, output and exit codes: 0 all processed, 2 some failed or skipped, 1 failure), "
+      "batched over parallel connections.");
+  cmd->add_option("-z,--zabbix-server", f->server, "Zabbix server or proxy address")->required();
+  cmd->add_option("-p,--port", f->port, "Zabbix trapper port")->check(CLI::Range(1, 65535))->capture_default_str();
+  cmd->add_option("-s,--host", f->host, "Technical host name (default for '-' in the input)");
+  cmd->add_option("-k,--key", f->key, "Item key (with -o)");
+  cmd->add_option("-o,--value", f->value, "Item value (with -k)");
+  cmd->add_option("-i,--input-file", f->input,
+                  "Values from a file, '-' for stdin: lines '<host> <key> [<clock> [<ns>]] <value>'");
+  cmd->add_flag("-T,--with-timestamps", f->with_timestamps, "Input lines carry a clock");
+  cmd->add_flag("-N,--with-ns", f->with_ns, "Input lines carry nanoseconds after the clock (needs -T)");
+  cmd->add_flag("-r,--real-time", f->real_time, "Send values as soon as they are read");
+  cmd->add_flag("-v,--verbose", f->verbose, "More output (-vv: debug)");
+  cmd->add_option("-t,--timeout", f->timeout_s, "Seconds per request")->check(CLI::Range(0.1, 600.0))->capture_default_str();
+  cmd->add_option("--connections", f->connections, "Concurrent connections")->check(CLI::Range(1, 64))->capture_default_str();
+  cmd->add_option("--batch", f->batch, "Values per request")->check(CLI::Range(1, 1000000))->capture_default_str();
+  cmd->add_flag("--compress", f->compress, "zlib-compress requests");
+  cmd->add_option("--spool", f->spool_dir, "Keep values Zabbix could not take in this folder; the next run sends them first");
+  cmd->add_option("--grace", f->grace_s, "Seconds to retry values Zabbix counts failed (new items)")->capture_default_str();
+  cmd->add_option("--retry-for", f->retry_for_s, "Seconds to keep retrying an unreachable Zabbix (0: fail at once)")->capture_default_str();
+  return [f] { return RunSend(*f); };
+}
+
+}  // namespace trapline::cli

@@ -1,0 +1,35 @@
+"""trapline test harness: real servers on free loopback ports in temporary folders.
+
+Usage (PYTHONPATH=<repo>/tests):
+
+    from harness import PostgresServer, RedisServer, SshServer, ZabbixStack
+
+    with ZabbixStack() as zbx:
+        ids = zbx.create_trapper_host("web-1", [("cpu.load", 0)])
+        zbx.send("web-1", "cpu.load", 0.5)
+        rows = zbx.wait_for_history(ids["cpu.load"], count=1)
+
+See servers.py for the full API.
+"""
+
+from .servers import (  # noqa: F401
+    HOST,
+    HarnessError,
+    PostgresServer,
+    PsqlError,
+    RedisError,
+    RedisServer,
+    Server,
+    ServerError,
+    SshServer,
+    ZabbixApiError,
+    ZabbixStack,
+    cleanup_all,
+    free_port,
+    live_servers,
+    make_base_dir,
+    port_is_free,
+    processes_in_groups,
+    redis_command,
+    wait_port_free,
+)
