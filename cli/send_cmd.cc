@@ -5,7 +5,6 @@
 // (zabbix_sender stops at the first one); a value that Zabbix counts failed is traced to its
 // host and key and reported.
 
-#include <poll.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -40,6 +39,7 @@ struct SendFlags {
   std::string spool_dir;
   double grace_s = 0;
   double retry_for_s = 0;
+  int64_t memory_values = -1;
 };
 
 // Exit codes, as zabbix_sender: 0 all values processed, 2 some failed or skipped, 1 failure.
@@ -74,7 +74,8 @@ int RunSend(const SendFlags& f) {
   opts.batch_values = static_cast<size_t>(f.batch);
   opts.compress = f.compress;
   opts.timeout_ms = static_cast<uint64_t>(f.timeout_s * 1000);
-  opts.memory_values = SIZE_MAX / 2;  // a one-shot sender keeps everything it read
+  // A one-shot sender keeps everything it read in memory unless told to spool early.
+  opts.memory_values = f.memory_values >= 0 ? static_cast<size_t>(f.memory_values) : SIZE_MAX / 2;
   opts.spool_dir = f.spool_dir;
   opts.grace_ms = static_cast<uint64_t>(f.grace_s * 1000);
   opts.retry_interval_ms = 1000;
@@ -118,9 +119,53 @@ int RunSend(const SendFlags& f) {
   };
 
   int64_t total = 0, skipped = 0;
+  SendInputFormat format{f.with_timestamps, f.with_ns, f.host};
+  auto take_line = [&](std::string_view sv) {
+    ++total;
+    if (!sv.empty() && sv.back() == '\n') sv.remove_suffix(1);
+    auto v = ParseSendLine(sv, format);
+    if (!v.ok()) {
+      ++skipped;
+      std::fprintf(stderr, "trapline send: [line %lld] %s (line skipped)\n",
+                   static_cast<long long>(total), v.status().message().c_str());
+      return;
+    }
+    sender.Enqueue(std::move(v).value());
+  };
+
   if (single) {
     total = 1;
     sender.Enqueue(SenderValue{f.host, f.key, f.value, 0, 0, 0});
+  } else if (f.input == "-" && StreamReader::IsPollableStream(STDIN_FILENO)) {
+    // A pipe or terminal: read it on the loop, so values keep flowing (and Zabbix outages
+    // are ridden out) while the writer takes its time.
+    std::string partial;
+    bool eof = false;
+    StreamReader reader(loop.get(), STDIN_FILENO, [&](std::string_view chunk, bool at_eof, int st) {
+      if (st < 0) outcome = UvError("reading stdin", st);
+      size_t start = 0;
+      for (size_t nl; (nl = chunk.find('\n', start)) != std::string_view::npos; start = nl + 1) {
+        if (partial.empty()) {
+          take_line(chunk.substr(start, nl - start));
+        } else {
+          partial.append(chunk.substr(start, nl - start));
+          take_line(partial);
+          partial.clear();
+        }
+      }
+      partial.append(chunk.substr(start));
+      if (f.real_time) sender.FlushNow();
+      if (at_eof || st < 0) {
+        if (!partial.empty()) take_line(partial);
+        eof = true;
+        loop.Stop();
+      }
+    });
+    if (!reader.init_status().ok()) {
+      std::fprintf(stderr, "trapline send: stdin: %s\n", reader.init_status().ToString().c_str());
+      return kExitFailure;
+    }
+    while (!eof) loop.Run();
   } else {
     FILE* in = f.input == "-" ? stdin : std::fopen(f.input.c_str(), "r");
     if (in == nullptr) {
@@ -128,26 +173,12 @@ int RunSend(const SendFlags& f) {
                    std::strerror(errno));
       return kExitFailure;
     }
-    SendInputFormat format{f.with_timestamps, f.with_ns, f.host};
     char* line = nullptr;
     size_t cap = 0;
     ssize_t len;
-    while (outcome.ok() && (len = getline(&line, &cap, in)) >= 0) {
-      ++total;
-      std::string_view sv(line, static_cast<size_t>(len));
-      if (!sv.empty() && sv.back() == '\n') sv.remove_suffix(1);
-      auto v = ParseSendLine(sv, format);
-      if (!v.ok()) {
-        ++skipped;
-        std::fprintf(stderr, "trapline send: [line %lld] %s (line skipped)\n",
-                     static_cast<long long>(total), v.status().message().c_str());
-        continue;
-      }
-      sender.Enqueue(std::move(v).value());
-      if (f.real_time) {
-        pollfd p{fileno(in), POLLIN, 0};
-        if (poll(&p, 1, 0) == 0) drain();  // nothing more to read now: send what we have
-      } else if (total % opts.batch_values == 0) {
+    while ((len = getline(&line, &cap, in)) >= 0) {
+      take_line(std::string_view(line, static_cast<size_t>(len)));
+      if (total % static_cast<int64_t>(opts.batch_values) == 0) {
         uv_run(loop.get(), UV_RUN_NOWAIT);  // let replies come in while we read
       }
     }
@@ -202,6 +233,7 @@ Runner AddSendCommand(CLI::App& app) {
   cmd->add_option("--batch", f->batch, "Values per request")->check(CLI::Range(1, 1000000))->capture_default_str();
   cmd->add_flag("--compress", f->compress, "zlib-compress requests");
   cmd->add_option("--spool", f->spool_dir, "Keep values Zabbix could not take in this folder; the next run sends them first");
+  cmd->add_option("--memory-values", f->memory_values, "With --spool: values held in memory before they go to the spool (0: every value is spooled at once, so a crash loses none)");
   cmd->add_option("--grace", f->grace_s, "Seconds to retry values Zabbix counts failed (new items)")->capture_default_str();
   cmd->add_option("--retry-for", f->retry_for_s, "Seconds to keep retrying an unreachable Zabbix (0: fail at once)")->capture_default_str();
   return [f] { return RunSend(*f); };

@@ -170,13 +170,19 @@ std::unique_ptr<Sender::Batch> Sender::NextBatch() {
     returned_.erase(it);
     return b;
   }
-  if (spool_ && spool_->unread_values() > 0) {
+  // While the spool holds undelivered values, memory waits: what is in memory is newer, and
+  // memory batches in flight are then always older than the spool (Shutdown relies on it).
+  if (spool_ && spool_->pending_values() > 0) {
+    if (spool_->unread_values() == 0) return nullptr;
     auto b = std::make_unique<Batch>();
     SpoolPosition end;
     auto n = spool_->Read(options_.batch_values, &b->values, &end);
     if (!n.ok()) {
-      spdlog::error("[sender] {}", n.status().ToString());
-    } else {
+      spdlog::error("[sender] {}; retrying at the next tick", n.status().ToString());
+      spool_->Rewind();
+      return nullptr;
+    }
+    {
       b->seq = next_seq_++;
       b->from_spool = true;
       uint64_t now = NowMs();
@@ -344,13 +350,19 @@ void Sender::Hold(std::unique_ptr<Batch> batch) {
   const SenderValue& v = batch->values.front();
   if (now - batch->first_failed_ms >= options_.grace_ms) {
     counters_.rejected += batch->values.size();
-    std::string why = "zabbix " + peer() + " counted them failed for " +
-                      std::to_string((now - batch->first_failed_ms) / 1000) +
-                      " s: no such host or key, item or host disabled, or this sender's "
-                      "address not in the item's allowed hosts";
-    spdlog::warn("[sender] rejected host={} key={} values={}: {}", v.host, v.key,
-                 batch->values.size(), why);
-    if (on_reject_) on_reject_(v.host, v.key, batch->values.size(), why);
+    std::string why =
+        "zabbix " + peer() + " counts them failed: no such host or key, item or host disabled, "
+        "or this sender's address not in the item's allowed hosts";
+    if (options_.grace_ms > 0) {
+      why += " (retried for " + std::to_string((now - batch->first_failed_ms) / 1000) + " s)";
+    }
+    // The owner reports rejections if it asked to; otherwise they are logged here.
+    if (on_reject_) {
+      on_reject_(v.host, v.key, batch->values.size(), why);
+    } else {
+      spdlog::warn("[sender] rejected host={} key={} values={}: {}", v.host, v.key,
+                   batch->values.size(), why);
+    }
     return;
   }
   if (batch->first_failed_ms == now) {

@@ -36,8 +36,7 @@ struct Shape {
 
 Shape ShapeOf(const IntervalStats& s) {
   const double range = s.max - s.min;
-  const double d = (s.mean - s.min) + s.mean_lo;
-  return {std::clamp(d, 0.0, range), range};
+  return {std::clamp((s.mean - s.min) + s.mean_lo, 0.0, range), range};
 }
 
 // Whether k values (min, max and k-2 equal fills) reach the mean once the fill is clamped to
@@ -80,14 +79,16 @@ void AppendValueSet(const IntervalStats& s, int64_t interval_start, int64_t inte
   out->push_back({FromNs(max_ns), s.max});
   const int64_t fills = k - 2;
   if (fills > 0) {
-    // Values: fills share (k*d - r) above the min; all equal to its average, rounded to the
-    // nearest double, and then j of them one ulp up or down so that their sum lands within
-    // half an ulp of the target. (f0 - min) is exact where it matters (min and f0 close, so
+    // Values: the fills share target = k * (mean - min) - range above the min, computed from
+    // the double-double mean so that it is exact whenever it can be (integer samples give
+    // fills like 2 or 1.5, not 2.0000000000000004). Each fill is the average, rounded to the
+    // nearest double, and j of them are one ulp up or down so that their sum lands within
+    // half an ulp of the target. (f0 - min) is exact where that matters (min and f0 close:
     // Sterbenz); elsewhere the ulps involved are those of the range and negligible.
     const double fills_d = static_cast<double>(fills);
-    const double target =
-        std::clamp(std::fma(static_cast<double>(k), sh.above_min, -sh.range), 0.0,
-                   fills_d * sh.range);
+    const double k_d = static_cast<double>(k);
+    const double target = std::clamp(std::fma(k_d, s.mean - s.min, -sh.range) + k_d * s.mean_lo,
+                                     0.0, fills_d * sh.range);
     const double f0 = std::clamp(s.min + target / fills_d, s.min, s.max);
     const double residual = std::fma(-fills_d, f0 - s.min, target);
     double nudged = f0;
@@ -108,8 +109,8 @@ void AppendValueSet(const IntervalStats& s, int64_t interval_start, int64_t inte
       a = start_ns;
       b = last_ns;
     }
-    // step 0 only for absurd counts (over ~3e8 per second of interval): fills then take
-    // consecutive free nanoseconds from the start.
+    // Spacing 0 only for absurd counts (over ~3e8 values per second of interval): the fills
+    // then take consecutive free nanoseconds from the interval's start.
     const int64_t spacing = (b - a) / (fills + 1) >= 3 ? (b - a) / (fills + 1) : 0;
     int64_t prev = kNone;
     for (int64_t i = 0; i < fills; ++i) {
@@ -185,11 +186,15 @@ void IntervalAccumulator::Close(std::vector<TimedValue>* out) {
   s.count = count_;
   s.min = min_;
   s.max = max_;
-  // mean = ref_ + off, split error-free (TwoSum) into mean + mean_lo.
-  const double off = (sum_ + comp_) / static_cast<double>(count_);
+  // mean = ref_ + (sum_ + comp_) / count_, as the double-double mean + mean_lo: the quotient
+  // with its remainder (exact through fma), then ref_ + quotient split error-free (TwoSum).
+  const double n = static_cast<double>(count_);
+  const double total = sum_ + comp_;
+  const double off = total / n;
+  const double off_lo = std::fma(-off, n, total) / n;
   s.mean = ref_ + off;
   const double bv = s.mean - ref_;
-  s.mean_lo = (ref_ - (s.mean - bv)) + (off - bv);
+  s.mean_lo = ((ref_ - (s.mean - bv)) + (off - bv)) + off_lo;
   s.min_time = FromNs(min_ns_);
   s.max_time = FromNs(max_ns_);
   s.first_time = FromNs(first_ns_);
@@ -229,8 +234,8 @@ bool CounterRate::Update(ZbxTime t, double counter, double* rate) {
   if (delta < 0) {
     // A wrap only when the counter was near the top of its width and is now near the bottom;
     // any other decrease is a reset (restart, overflow of an unknown width).
-    const bool wrapped = wrap_ > 0 && prev < wrap_ && prev >= 0.75 * wrap_ && counter >= 0 &&
-                         counter < 0.25 * wrap_;
+    const bool wrapped =
+        wrap_ > 0 && prev < wrap_ && prev >= 0.75 * wrap_ && counter >= 0 && counter < 0.25 * wrap_;
     if (!wrapped) return false;
     delta = (wrap_ - prev) + counter;
   }

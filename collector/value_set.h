@@ -11,14 +11,17 @@
 //   themselves are such a set).
 // Rounding: t is computed, not exact, so the count is the smallest k whose fill value lies in
 // [m, M] to within a tolerance that moves the mean by at most 1e-10 * (M - m) once the fill is
-// clamped; a t that is 1/3 on paper gives 3 values, not 4.
+// clamped. A t that is 1/3 on paper gives 3 values, not 4; in exact arithmetic over the
+// samples' doubles the count can thus be one less than the formula's when t is within ~1e-10
+// of 1/k (samples 0.001 x4, 1.001, 2.001 give 4 values, not 5), never more.
 //
 // Exactness: min and max are the sampled doubles, bit for bit. The mean of the values equals
 // the interval's to within
 //   1e-9 * (M - m) + ulp(max(|m|, |M|)) / count
-// The second term is what doubles allow at all: when the range spans only a few ulps of the
-// values' magnitude (1e12 + noise of 1 has ulp 1.2e-4), no set of doubles has a mean closer
-// than that; the fills are rounded up or down so that their sum is the nearest one can get.
+// The second term is what doubles allow at all: when the range spans fewer than ~1e9 ulps of
+// the values' magnitude (1e12 + noise of 1000: ulp 1.2e-4), no set of doubles has a mean
+// within 1e-9 of the range; the fills are rounded up or down so that their sum is the nearest
+// one can get.
 //
 // Pure and single-threaded: no I/O, no clocks; the caller passes sample times.
 
@@ -68,10 +71,12 @@ int MinimalValueCount(const IntervalStats& s);
 
 // Builds the value set of one interval: MinimalValueCount(s) values, sorted by time, with
 // distinct times inside [interval_start, interval_start + interval_s), the min and the max at
-// the moments they were sampled and the fill values at distinct times between the first and
-// the last sample (evenly spread, nudged by a nanosecond where they would meet the min's or
-// the max's time). Should the min and the max have been sampled at the very same moment, the
-// max goes to the next nanosecond (the previous one at the interval's last nanosecond).
+// the moments they were sampled and the k - 2 fill values evenly spread between the first and
+// the last sample (over the whole interval when first_time/last_time are not inside it or too
+// close together), each nudged by a nanosecond or two where it would meet the min's or the
+// max's time. Should the min and the max have been sampled at the very same moment (equal
+// sample times are allowed), the max goes to the next nanosecond (to the previous one at the
+// interval's last nanosecond).
 // REQUIRES: as MinimalValueCount; interval_s >= 1; min_time/max_time inside the interval.
 std::vector<TimedValue> BuildValueSet(const IntervalStats& s, int64_t interval_start,
                                       int64_t interval_s);

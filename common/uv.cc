@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 
 namespace trapline {
 
@@ -136,5 +137,51 @@ SignalWatcher::SignalWatcher(uv_loop_t* loop, int signum, std::function<void()> 
 SignalWatcher::~SignalWatcher() { internal::CloseAndFree(block_); }
 
 void SignalWatcher::Unref() { uv_unref(reinterpret_cast<uv_handle_t*>(&block_->handle)); }
+
+bool StreamReader::IsPollableStream(int fd) {
+  uv_handle_type t = uv_guess_handle(fd);
+  return t == UV_NAMED_PIPE || t == UV_TTY || t == UV_TCP;
+}
+
+StreamReader::StreamReader(uv_loop_t* loop, int fd, Callback cb) {
+  auto* block = new Block{};
+  uv_handle_type t = uv_guess_handle(fd);
+  int rc = t == UV_TTY ? uv_tty_init(loop, &block->handle.tty, fd, /*readable=*/1)
+                       : uv_pipe_init(loop, &block->handle.pipe, 0);
+  if (rc != 0) {
+    delete block;
+    init_status_ = UvError("stream init", rc);
+    return;
+  }
+  // From here on the handle is initialised: it must be closed, even on error.
+  block_ = block;
+  block->handle.pipe.data = block;
+  block->callback = std::move(cb);
+  if (t != UV_TTY && (rc = uv_pipe_open(&block->handle.pipe, fd)) != 0) {
+    init_status_ = UvError("uv_pipe_open", rc);
+    return;
+  }
+  rc = uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&block->handle),
+      [](uv_handle_t*, size_t suggested, uv_buf_t* b) {
+        b->base = new char[suggested];
+        b->len = suggested;
+      },
+      [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
+        std::unique_ptr<char[]> owned(b->base);
+        auto* blk = static_cast<Block*>(s->data);
+        if (n == 0 || !blk->callback) return;
+        auto cb_copy = blk->callback;
+        if (n > 0) {
+          cb_copy(std::string_view(b->base, static_cast<size_t>(n)), false, 0);
+        } else {
+          uv_read_stop(s);
+          cb_copy({}, n == UV_EOF, n == UV_EOF ? 0 : static_cast<int>(n));
+        }
+      });
+  if (rc != 0) init_status_ = UvError("uv_read_start", rc);
+}
+
+StreamReader::~StreamReader() { internal::CloseAndFree(block_); }
 
 }  // namespace trapline

@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/status.h"
 
@@ -122,6 +123,32 @@ class SignalWatcher {
  private:
   using Block = internal::HandleBlock<uv_signal_t, std::function<void()>>;
   Block* block_;
+};
+
+// Reads a pipe or terminal (e.g. stdin) on the loop. Regular files are not pollable: read
+// them with plain blocking I/O instead (IsPollableStream tells which).
+class StreamReader {
+ public:
+  // Called with each chunk read; with an empty chunk and `eof` at the end (or `status` < 0
+  // on a read error). Not called after the reader is destroyed.
+  using Callback = std::function<void(std::string_view chunk, bool eof, int status)>;
+
+  StreamReader(uv_loop_t* loop, int fd, Callback cb);
+  ~StreamReader();
+  StreamReader(const StreamReader&) = delete;
+  StreamReader& operator=(const StreamReader&) = delete;
+
+  const Status& init_status() const { return init_status_; }
+  static bool IsPollableStream(int fd);
+
+ private:
+  union AnyStream {
+    uv_pipe_t pipe;
+    uv_tty_t tty;
+  };
+  using Block = internal::HandleBlock<AnyStream, Callback>;
+  Block* block_ = nullptr;
+  Status init_status_;
 };
 
 }  // namespace trapline

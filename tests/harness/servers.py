@@ -101,6 +101,8 @@ def _tail(path: str, lines: int = 40, offset: int = 0) -> str:
             start = max(offset if offset <= size else 0, size - 64 * 1024)
             f.seek(start)
             data = f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return "(not written)"
     except OSError as e:
         return f"(cannot read: {e})"
     return "\n".join(data.splitlines()[-lines:])
@@ -131,17 +133,23 @@ _ports_lock = threading.Lock()
 _handed_out: set[int] = set()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (never the same one twice per process)."""
+def free_port(low: int | None = None, high: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (never the same one twice per
+    process). Without a range the kernel picks one (ephemeral range, 32768-60999 here); with
+    low/high a random port in [low, high] is probed (Zabbix accepts ListenPort 1024-32767)."""
+    import random
     with _ports_lock:
-        for _ in range(100):
+        for _ in range(200):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind((HOST, 0))
+                try:
+                    s.bind((HOST, random.randint(low, high) if low else 0))
+                except OSError:
+                    continue
                 port = s.getsockname()[1]
             if port not in _handed_out:
                 _handed_out.add(port)
                 return port
-    raise HarnessError("free_port: no free port found")
+    raise HarnessError(f"free_port: no free port found in [{low}, {high}]")
 
 
 def port_is_free(port: int) -> bool:
@@ -278,11 +286,14 @@ def _proc_table() -> dict[int, tuple[int, int, str, int]]:
     return table
 
 
-def processes_in_groups(pgids) -> list[int]:
-    """Live (non-zombie) processes whose process group is one of pgids."""
+def processes_in_groups(pgids, descendants: bool = True) -> list[int]:
+    """Live (non-zombie) processes whose process group is one of pgids, and (by default) all
+    their descendants (PostgreSQL backends and sshd sessions run in sessions of their own)."""
     pgids = set(pgids)
-    return sorted(pid for pid, (_pp, pg, st, _t) in _proc_table().items()
-                  if pg in pgids and st not in ("Z", "X"))
+    table = _proc_table()
+    roots = [pid for pid, (_pp, pg, _st, _t) in table.items() if pg in pgids]
+    pids = _tree(roots, table) if descendants else roots
+    return sorted(p for p in pids if table[p][2] not in ("Z", "X"))
 
 
 def _tree(root_pids, table) -> dict[int, int]:
@@ -397,7 +408,7 @@ class _Proc:
         while time.monotonic() < deadline:
             table = _proc_table()
             left = [p for p, st in members.items() if _alive_same(p, st, table)]
-            left += processes_in_groups([self.popen.pid])
+            left += processes_in_groups([self.popen.pid], descendants=False)
             if not left:
                 return
             time.sleep(0.02)
@@ -530,7 +541,7 @@ class Server:
         attempts = 4 if self._auto_port else 1
         t0 = time.monotonic()
         for attempt in range(attempts):
-            if self.port is None:
+            if self.port is None or (self._auto_port and not port_is_free(self.port)):
                 self.port = free_port()
             try:
                 self._start()
@@ -547,6 +558,7 @@ class Server:
                 raise
             _log(f"{self.kind} up on {self.host}:{self.port} in {time.monotonic() - t0:.1f}s "
                  f"({self.dir})")
+            self._auto_port = False  # a restart keeps the port (clients reconnect to it)
             return self
         raise AssertionError("unreachable")
 
@@ -695,6 +707,10 @@ class PostgresServer(Server):
                  keep=None, init_from=None):
         super().__init__(dir, port, keep)
         self.bindir = pg_bin_dir()
+        try:
+            self.major = int(os.path.basename(os.path.dirname(self.bindir)))
+        except ValueError:
+            self.major = 15
         self.superuser = superuser
         self.password = password
         self.settings = dict(self.DEFAULT_SETTINGS, **(settings or {}))
@@ -765,7 +781,7 @@ class PostgresServer(Server):
 
     def _ready(self) -> bool:
         cp = subprocess.run([f"{self.bindir}/pg_isready", "-q", "-h", HOST, "-p", str(self.port),
-                             "-t", "2"], capture_output=True)
+                             "-t", "1"], capture_output=True)
         return cp.returncode == 0
 
     # -- client helpers
@@ -796,7 +812,7 @@ class PostgresServer(Server):
         text = cp.stdout.decode("utf-8", "replace")
         rows = []
         for rec in csv.reader(io.StringIO(text)):
-            rows.append(tuple(None if v == _NULL else v for v in rec))
+            rows.append(tuple(None if v == _NULL else v for v in rec) if rec else ("",))
         return rows
 
     def psql_value(self, sql: str, db: str = "postgres", user: str | None = None):
@@ -829,8 +845,11 @@ class PostgresServer(Server):
         sql = f"CREATE DATABASE {_sql_ident(name)}"
         if owner:
             sql += f" OWNER {_sql_ident(owner)}"
-        if template:
+        if template and self.major < 15:
             sql += f" TEMPLATE {_sql_ident(template)}"
+        elif template:
+            # FILE_COPY: a checkpoint and a file copy, much faster than the WAL_LOG default
+            sql += f" TEMPLATE {_sql_ident(template)} STRATEGY FILE_COPY"
         self.psql(sql)
 
     def drop_db(self, name: str) -> None:
@@ -951,7 +970,7 @@ class RedisServer(Server):
         proc = _Proc("redis-server", ["/usr/bin/redis-server", self.conf_path], self.log_path,
                      cwd=self.dir)
         self._procs = [proc.start()]
-        self._wait(lambda: self.command("PING") == "PONG", 30, "PING -> PONG", proc)
+        self._wait(lambda: self.command("PING", timeout=1) == "PONG", 30, "PING -> PONG", proc)
 
     def command(self, *args, password: str | None = None, user: str | None = None,
                 timeout: float = 5.0):
@@ -1010,7 +1029,7 @@ class SshServer(Server):
                 os.unlink(p)
         argv = ["/usr/bin/ssh-keygen", "-q", "-t", ktype, "-N", "", "-C", comment, "-f", path]
         if bits:
-            argv[3:3] = ["-b", str(bits)]
+            argv[2:2] = ["-b", str(bits)]
         _run(argv, what=f"ssh-keygen {ktype}")
 
     def _prepare(self):
@@ -1027,7 +1046,8 @@ class SshServer(Server):
         with open(self.authorized_keys, "w") as f:
             f.write("\n".join(pubs) + "\n")
         os.chmod(self.authorized_keys, 0o644)
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
         _log(f"sshd: keys ready in {time.monotonic() - t0:.1f}s")
 
     def _write_config(self):
@@ -1078,8 +1098,8 @@ class SshServer(Server):
         self._wait(self._banner, 30, "the SSH-2.0 banner", proc)
 
     def _banner(self) -> bool:
-        with socket.create_connection((HOST, self.port), timeout=2) as s:
-            s.settimeout(2)
+        with socket.create_connection((HOST, self.port), timeout=1) as s:
+            s.settimeout(1)
             return s.recv(64).startswith(b"SSH-2.0")
 
     def key(self, which: str = "ed25519") -> str:
@@ -1164,6 +1184,7 @@ def _build_template(pg: PostgresServer) -> None:
             raise HarnessError(f"missing {path}: install zabbix-server-pgsql (scripts/deps.sh)")
         pg.import_sql_gz(path, db=ZBX_TEMPLATE_DB, user="zabbix")
     pg.psql("VACUUM ANALYZE", db=ZBX_TEMPLATE_DB)
+    pg.psql("CHECKPOINT")
     _log(f"zabbix: template database {ZBX_TEMPLATE_DB} imported in {time.monotonic() - t0:.1f}s")
 
 
@@ -1186,11 +1207,17 @@ def cached_template_datadir(cache_dir: str) -> str:
         _log(f"zabbix: building the template cluster cache in {entry} (once; ~15 s)")
         build = tempfile.mkdtemp(prefix=".build-", dir=cache_dir)
         os.chmod(build, 0o755)
-        pg = PostgresServer(dir=build, keep=True)
+        # wal_level=minimal: tables created in the import's transaction are not WAL-logged
+        pg = PostgresServer(dir=build, keep=True, settings={
+            "wal_level": "minimal", "max_wal_senders": "0", "min_wal_size": "32MB",
+            "max_wal_size": "1GB"})
         try:
             pg.start()
             _build_template(pg)
             pg.stop()
+            # clean shutdown: drop the import's recycled WAL segments (halves the copy)
+            _run([f"{pg.bindir}/pg_resetwal", "-D", pg.datadir], run_as=pg.run_as,
+                 what="pg_resetwal of the template cluster")
         except BaseException:
             pg.kill()
             shutil.rmtree(build, ignore_errors=True)
@@ -1373,6 +1400,8 @@ class ZabbixStack(Server):
         except BaseException:
             self._kill_all()
             raise
+        self._auto_port = False  # restarts keep the ports (clients reconnect to them)
+        self._fixed_frontend_port = True
         self._save_state()
         _log(f"zabbix {self.version} up in {time.monotonic() - t0:.1f}s: server "
              f"{HOST}:{self.port}, frontend {self.frontend_url}, db {HOST}:{self.pg.port} "
@@ -1428,11 +1457,14 @@ class ZabbixStack(Server):
                 f.write(f"{k}={v}\n")
         os.chmod(self.server_conf, 0o644)
 
+    # Zabbix accepts ListenPort 1024-32767: below the kernel's ephemeral range
+    PORT_RANGE = (20000, 32767)
+
     def _start_server(self):
         attempts = 4 if self._auto_port else 1
         for attempt in range(attempts):
-            if self.port is None:
-                self.port = free_port()
+            if self.port is None or (self._auto_port and not port_is_free(self.port)):
+                self.port = free_port(*self.PORT_RANGE)
             self._write_server_conf()
             if os.path.exists(self.server_log) and self.zabbix_user:
                 _chown_tree(self.server_log, self.zabbix_user)
@@ -1455,14 +1487,19 @@ class ZabbixStack(Server):
                 self._server = None
                 if attempt + 1 == attempts:
                     raise ServerError("zabbix: server port kept being taken", logs)
-                self.port = free_port()
+                self.port = free_port(*self.PORT_RANGE)
 
     def _write_frontend(self):
         t0 = time.monotonic()
         _mkdir(self.frontend_root)
         if os.path.exists(self.frontend_dir):
             shutil.rmtree(self.frontend_dir)
-        _run(["cp", "-a", ZBX_FRONTEND_SRC, self.frontend_dir], what="copy of the frontend")
+        # hard links (fast; PHP never writes its sources); the two files we change are
+        # unlinked first and written anew, so /usr/share/zabbix stays untouched
+        cp = _run(["cp", "-al", ZBX_FRONTEND_SRC, self.frontend_dir], check=False)
+        if cp.returncode != 0:
+            shutil.rmtree(self.frontend_dir, ignore_errors=True)
+            _run(["cp", "-a", ZBX_FRONTEND_SRC, self.frontend_dir], what="copy of the frontend")
         conf_php = os.path.join(self.frontend_dir, "conf", "zabbix.conf.php")
         cfg_class = os.path.join(self.frontend_dir, "include", "classes", "core",
                                  "CConfigFile.php")
@@ -1472,6 +1509,7 @@ class ZabbixStack(Server):
                          f"const CONFIG_FILE_PATH = '{conf_php}';", src)
         if n != 1:
             raise HarnessError(f"cannot find CONFIG_FILE_PATH in {cfg_class}")
+        os.unlink(cfg_class)
         with open(cfg_class, "w") as f:
             f.write(new)
         self._write_frontend_conf()
@@ -1480,6 +1518,8 @@ class ZabbixStack(Server):
 
     def _write_frontend_conf(self):
         conf_php = os.path.join(self.frontend_dir, "conf", "zabbix.conf.php")
+        if os.path.lexists(conf_php):
+            os.unlink(conf_php)
         with open(conf_php, "w") as f:
             f.write(f"""<?php
 // written by the trapline test harness
@@ -1510,7 +1550,7 @@ $IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;
         auto = not self._fixed_frontend_port
         attempts = 4 if auto else 1
         for attempt in range(attempts):
-            if self.frontend_port is None:
+            if self.frontend_port is None or (auto and not port_is_free(self.frontend_port)):
                 self.frontend_port = free_port()
             self._write_frontend_conf()
             ini = dict(self.PHP_INI)
@@ -1526,7 +1566,7 @@ $IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;
             self._frontend = proc.start()
 
             def ready():
-                return self.api("apiinfo.version", {}, auth=False, timeout=5).startswith("")
+                return isinstance(self.api("apiinfo.version", {}, auth=False, timeout=5), str)
             try:
                 t0 = time.monotonic()
                 saved_auto, self._auto_port = self._auto_port, auto
@@ -1563,6 +1603,14 @@ $IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;
 
     def kill(self):
         self._kill_all()
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            for d in self.pg._temp_dirs:
+                shutil.rmtree(d, ignore_errors=True)
+            self.pg._temp_dirs = []
 
     def _kill_all(self):
         for p in (self._frontend, self._server):
@@ -1647,13 +1695,32 @@ $IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;
             body = zlib.decompress(body)
         return json.loads(body)
 
+    def send_raw(self, values, timeout: float = 30.0) -> dict:
+        """Send [(host, key, value[, clock[, ns]])] in one "sender data" request over the ZBXD
+        protocol (no zabbix_sender; values may contain newlines). Returns processed/failed/
+        total and the raw reply."""
+        data = []
+        for v in values:
+            d = {"host": v[0], "key": v[1], "value": str(v[2])}
+            if len(v) > 3:
+                d["clock"] = int(v[3])
+            if len(v) > 4:
+                d["ns"] = int(v[4])
+            data.append(d)
+        reply = self.trapper_request({"request": "sender data", "data": data}, timeout)
+        m = re.search(r"processed: (\d+); failed: (\d+); total: (\d+)", reply.get("info", ""))
+        if reply.get("response") != "success" or not m:
+            raise HarnessError(f"zabbix trapper {HOST}:{self.port} refused sender data: {reply}")
+        return {"processed": int(m.group(1)), "failed": int(m.group(2)),
+                "total": int(m.group(3)), "reply": reply}
+
     def _cache_item_count(self) -> int | None:
         st = self.stats()
         return (st.get("data") or {}).get("items")
 
     def _db_item_count(self) -> int:
-        # what the configuration cache counts as items: enabled, monitored, non-template hosts,
-        # no discovery rules or prototypes
+        # what zabbix.stats counts as items: enabled items (plain and discovered; not discovery
+        # rules, not prototypes) of monitored hosts
         return int(self.pg.psql_value(
             "SELECT count(*) FROM items i JOIN hosts h ON h.hostid = i.hostid "
             "WHERE h.status = 0 AND i.status = 0 AND i.flags IN (0, 4)", db="zabbix"))
@@ -1810,7 +1877,8 @@ $IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;
                                  ((ns,) if ns is not None else ())])
 
     def send_values(self, values) -> dict:
-        """values: [(host, key, value[, clock[, ns]])]; one zabbix_sender run. Returns
+        """values: [(host, key, value[, clock[, ns]])] (single-line values: zabbix_sender's input
+        format has no newlines; use send_raw() for those); one zabbix_sender run. Returns
         {"processed", "failed", "total", "rc", "output"} summed over its replies."""
         with_clock = any(len(v) > 3 for v in values)
         with_ns = any(len(v) > 4 for v in values)
@@ -1830,11 +1898,12 @@ $IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;
             argv.append("-T")
         if with_ns:
             argv.append("-N")
-        cp = subprocess.run(argv + ["-vv"], input="\n".join(lines) + "\n", capture_output=True,
+        cp = subprocess.run(argv + ["-v"], input="\n".join(lines) + "\n", capture_output=True,
                             text=True, timeout=120)
         out = cp.stdout + cp.stderr
         res = {"processed": 0, "failed": 0, "total": 0, "rc": cp.returncode, "output": out}
-        for m in re.finditer(r"processed: (\d+); failed: (\d+); total: (\d+)", out):
+        for m in re.finditer(r'^Response from "[^"]*": "processed: (\d+); failed: (\d+); '
+                             r'total: (\d+)', out, re.M):
             res["processed"] += int(m.group(1))
             res["failed"] += int(m.group(2))
             res["total"] += int(m.group(3))

@@ -162,12 +162,15 @@ TEST_CASE("MinimalValueCount follows k = max(2, ceil(1 / min(t, 1 - t)))") {
   CHECK(MinimalValueCount(StatsOf({0, 1, 1})) == 3);     // t = 2/3
   CHECK(MinimalValueCount(StatsOf({0, 0, 0, 1})) == 4);  // t = 1/4
   CHECK(MinimalValueCount(StatsOf({0, 0, 1, 3})) == 3);  // t = 1/3
-  CHECK(MinimalValueCount(StatsOf({0, 1, 1, 1, 1, 1, 1, 1, 1, 1})) == 10);  // t = 9/10
+  // t = 9/10
+  CHECK(MinimalValueCount(StatsOf({0, 1, 1, 1, 1, 1, 1, 1, 1, 1})) == 10);
 }
 
 TEST_CASE("a spike among many samples needs as many values as samples, never more") {
   std::vector<Sample> samples;
-  for (int i = 0; i < 600; ++i) samples.push_back({At(1'700'000'400 + i / 10, (i % 10) * 100'000'000), 0});
+  for (int i = 0; i < 600; ++i) {
+    samples.push_back({At(1'700'000'400 + i / 10, (i % 10) * 100'000'000), 0});
+  }
   samples[321].v = 1;
   const auto out = Compress(samples, 60);
   CHECK(out.size() == 600);
@@ -209,11 +212,46 @@ TEST_CASE("a t that is 1/k on paper but rounds either way still gives k values")
   CHECK(checked == 6 * 2000 * 4);
 }
 
+TEST_CASE("decimal samples whose t is 1/4 on paper give 4 values") {
+  // As doubles, t is 0.25 - 3e-17: 5 values in exact arithmetic, 4 within the tolerance
+  // (the mean moves by ~1e-16 of the range), which is what the user meant.
+  std::vector<Sample> samples;
+  const double xs[] = {0.001, 0.001, 2.001, 0.001, 0.001, 1.001};
+  int64_t clock = 120;
+  for (double x : xs) samples.push_back({At(clock++), x});
+  const auto out = Compress(samples, 60);
+  CHECK(out.size() == 4);
+  CheckValueSet(samples, 120, 60, out);
+}
+
+TEST_CASE("integer samples give exact fill values") {
+  // The fills come from the double-double mean, so where the exact fill is a double it is
+  // that double, not one an ulp off (2.0000000000000004 for 2).
+  auto sorted_values = [](const std::vector<double>& in) {
+    std::vector<Sample> samples;
+    int64_t clock = 60;
+    for (double x : in) samples.push_back({At(clock++), x});
+    const auto out = Compress(samples, 60);
+    CheckValueSet(samples, 60, 60, out);
+    std::vector<double> vs;
+    for (const TimedValue& tv : out) vs.push_back(tv.value);
+    std::sort(vs.begin(), vs.end());
+    return vs;
+  };
+  using V = std::vector<double>;
+  CHECK(sorted_values({1, 5, 2}) == V{1, 2, 5});            // t = 5/12: fill 3 * 8/3 - 6
+  CHECK(sorted_values({1, 5, 2, 2}) == V{1, 1.5, 5});       // t = 3/8: fill 3 * 2.5 - 6
+  CHECK(sorted_values({7, 9, 9}) == V{7, 9, 9});            // t = 2/3
+  CHECK(sorted_values({0, 4, 1, 1}) == V{0, 0.5, 4});       // t = 3/8
+  CHECK(sorted_values({-3, 3, -1, -1}) == V{-3, -1.5, 3});  // t = 5/12
+  CHECK(sorted_values({0, 8, 0, 0, 0, 0, 0, 0}) == V{0, 0, 0, 0, 0, 0, 0, 8});  // t = 1/8
+}
+
 // Brute force: integer samples in [-3, 3], every multiset of 1 to 5 of them. A set of k values
 // with the samples' min m, max M and mean exists in the reals iff one exists on the grid of
 // step 1/(12 n): replacing the k - 2 fills of a real solution by their average keeps the sum
 // and stays in [m, M], and that average is (k S / n - m - M) / (k - 2), a multiple of
-// 1/(n (k - 2)), and k - 2 <= 3 divides 12. On that grid (values scaled by D = 12 n, exact
+// 1/(n (k - 2)), and every k - 2 <= 3 divides 12. On that grid (values scaled by D = 12 n, exact
 // integers) we enumerate every multiset of k values in [m, M] that has m and M in it: the
 // k - 3 smallest fills freely in non-decreasing order, the last one solved from the sum.
 bool GridSolutionExists(int64_t k, int64_t m, int64_t big_m, int64_t sum, int64_t n) {
@@ -221,7 +259,8 @@ bool GridSolutionExists(int64_t k, int64_t m, int64_t big_m, int64_t sum, int64_
   const int64_t lo = m * d, hi = big_m * d;
   // Condition on the k scaled values g: min lo, max hi, n * sum(g) == k * sum * d.
   if (k == 1) return lo == hi && n * lo == sum * d;
-  if (lo == hi) return false;  // k >= 2 values with min == max are a constant set of 1
+  // k >= 2 values with min == max would be a constant set, which is 1 value.
+  if (lo == hi) return false;
   const int64_t target_num = k * sum * d;  // n * (sum of all k scaled values)
   if (target_num % n != 0) return false;
   const int64_t fills_sum = target_num / n - lo - hi;
@@ -290,21 +329,39 @@ TEST_CASE("property: random intervals keep min, max, mean, count and times") {
     const int64_t start = (1'700'000'000 / s + static_cast<int64_t>(rng() % 1000)) * s;
     int n;
     switch (rng() % 4) {
-      case 0: n = 1; break;
-      case 1: n = 2; break;
-      case 2: n = 1 + static_cast<int>(rng() % 10); break;
-      default: n = 1 + static_cast<int>(rng() % 300); break;
+      case 0:
+        n = 1;
+        break;
+      case 1:
+        n = 2;
+        break;
+      case 2:
+        n = 1 + static_cast<int>(rng() % 10);
+        break;
+      default:
+        n = 1 + static_cast<int>(rng() % 300);
+        break;
     }
     const int shape = static_cast<int>(rng() % 5);
     std::vector<double> values;
     for (int i = 0; i < n; ++i) {
       double x;
       switch (shape) {
-        case 0: x = base + noise * (u01(rng) - 0.5); break;                     // uniform
-        case 1: x = base + noise * static_cast<double>(rng() % 4); break;       // few levels
-        case 2: x = base + (u01(rng) < 0.05 ? noise : 0); break;                // rare spikes
-        case 3: x = base - (u01(rng) < 0.05 ? noise : 0); break;                // rare dips
-        default: x = base + noise * std::floor(u01(rng) * 1000) / 7; break;     // thirds etc.
+        case 0:  // uniform
+          x = base + noise * (u01(rng) - 0.5);
+          break;
+        case 1:  // a few levels
+          x = base + noise * static_cast<double>(rng() % 4);
+          break;
+        case 2:  // rare spikes
+          x = base + (u01(rng) < 0.05 ? noise : 0);
+          break;
+        case 3:  // rare dips
+          x = base - (u01(rng) < 0.05 ? noise : 0);
+          break;
+        default:  // sevenths: t often a simple fraction
+          x = base + noise * std::floor(u01(rng) * 1000) / 7;
+          break;
       }
       values.push_back(x);
     }
@@ -476,8 +533,8 @@ TEST_CASE("accumulator: empty intervals send nothing, intervals are aligned to k
   acc.FlushIfDue(At(1'000'000), &out);
   acc.Flush(&out);
   CHECK(out.empty());
-  CHECK(acc.Add(At(59, 999'999'999), 1, &out));   // [0, 60)
-  CHECK(acc.Add(At(60), 2, &out));                 // [60, 120): closes [0, 60)
+  CHECK(acc.Add(At(59, 999'999'999), 1, &out));  // [0, 60)
+  CHECK(acc.Add(At(60), 2, &out));               // [60, 120): closes [0, 60)
   REQUIRE(out.size() == 1);
   CHECK(out[0].value == 1);
   CHECK(acc.Add(At(300), 3, &out));  // [120, 300) had nothing after [60, 120): one value each
