@@ -2,6 +2,7 @@
 // see what a collector would send for a series of samples (and to test it from the outside).
 
 #include <CLI/CLI.hpp>
+#include <unistd.h>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "common/uv.h"
 #include "collector/value_set.h"
 #include "common/status.h"
 
@@ -236,16 +238,19 @@ int Run(const Options& o) {
     const Status flushed = c.FlushOutput();
     return Fail(flushed.ok() ? s.WithContext("stdin line " + std::to_string(line_no)) : flushed);
   };
+  // From a pipe or terminal, print each value set as soon as its interval closes.
+  const bool streaming = StreamReader::IsPollableStream(STDIN_FILENO);
   bool eof = false;
   while (!eof) {
-    const size_t got = std::fread(buf.data() + have, 1, buf.size() - have, stdin);
-    if (got == 0) {
-      if (std::ferror(stdin)) {
-        return Fail(Status::IoError(std::string("reading stdin failed: ") + std::strerror(errno)));
-      }
-      eof = true;
+    // read(2), not fread: from a pipe it returns what has arrived, so value sets stream out
+    // as intervals close instead of waiting for a full buffer.
+    const ssize_t got = ::read(STDIN_FILENO, buf.data() + have, buf.size() - have);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return Fail(Status::IoError(std::string("reading stdin failed: ") + std::strerror(errno)));
     }
-    have += got;
+    if (got == 0) eof = true;
+    have += static_cast<size_t>(got);
     size_t pos = 0;
     while (true) {
       const char* nl = static_cast<const char*>(std::memchr(buf.data() + pos, '\n', have - pos));
@@ -267,6 +272,10 @@ int Run(const Options& o) {
       ++line_no;
       return bad_line(
           Status::InvalidArgument("longer than " + std::to_string(kMaxLine) + " bytes"));
+    }
+    if (streaming) {
+      const Status f = c.FlushOutput();
+      if (!f.ok()) return Fail(f);
     }
     if (eof && have > 0) {
       ++line_no;
