@@ -14,6 +14,7 @@
 #include "cli/commands.h"
 #include "collector/send_input.h"
 #include "collector/sender.h"
+#include "common/config.h"
 #include "common/log.h"
 #include "common/uv.h"
 
@@ -40,6 +41,8 @@ struct SendFlags {
   double grace_s = 0;
   double retry_for_s = 0;
   int64_t memory_values = -1;
+  std::string config;
+  CLI::App* cmd = nullptr;  // to tell flags given from defaults
 };
 
 // Exit codes, as zabbix_sender: 0 all values processed, 2 some failed or skipped, 1 failure.
@@ -67,19 +70,40 @@ int RunSend(const SendFlags& f) {
     return kExitFailure;
   }
 
+  // Settings: defaults, then the config file's [sender] table, then flags given explicitly.
   SenderOptions opts;
-  opts.server = f.server;
-  opts.port = static_cast<uint16_t>(f.port);
-  opts.connections = f.connections;
-  opts.batch_values = static_cast<size_t>(f.batch);
-  opts.compress = f.compress;
-  opts.timeout_ms = static_cast<uint64_t>(f.timeout_s * 1000);
-  // A one-shot sender keeps everything it read in memory unless told to spool early.
-  opts.memory_values = f.memory_values >= 0 ? static_cast<size_t>(f.memory_values) : SIZE_MAX / 2;
-  opts.spool_dir = f.spool_dir;
-  opts.grace_ms = static_cast<uint64_t>(f.grace_s * 1000);
+  opts.memory_values = SIZE_MAX / 2;  // a one-shot sender keeps what it read unless told
   opts.retry_interval_ms = 1000;
-  opts.flush_interval_ms = f.real_time ? 200 : 1000;
+  opts.grace_ms = 0;
+  if (!f.config.empty()) {
+    auto file = ConfigTable::LoadFile(f.config);
+    Result<SenderOptions> from_file = file.ok() ? Result<SenderOptions>(Status::OK()) : file.status();
+    if (file.ok()) {
+      auto table = file->GetTable("sender");
+      from_file = table.ok() ? SenderOptions::FromConfig(*table) : Result<SenderOptions>(table.status());
+    }
+    Status st = from_file.ok() ? file->CheckKnown() : from_file.status();
+    if (!st.ok()) {
+      std::fprintf(stderr, "trapline send: %s\n", st.message().c_str());
+      return kExitFailure;
+    }
+    opts = from_file.value();
+  }
+  auto given = [&](const char* name) { return f.cmd->count(name) > 0; };
+  if (given("--zabbix-server")) opts.server = f.server;
+  if (given("--port")) opts.port = static_cast<uint16_t>(f.port);
+  if (given("--connections")) opts.connections = f.connections;
+  if (given("--batch")) opts.batch_values = static_cast<size_t>(f.batch);
+  if (given("--compress")) opts.compress = f.compress;
+  if (given("--timeout") || f.config.empty()) opts.timeout_ms = static_cast<uint64_t>(f.timeout_s * 1000);
+  if (given("--memory-values")) opts.memory_values = static_cast<size_t>(f.memory_values);
+  if (given("--spool")) opts.spool_dir = f.spool_dir;
+  if (given("--grace")) opts.grace_ms = static_cast<uint64_t>(f.grace_s * 1000);
+  if (f.real_time) opts.flush_interval_ms = 200;
+  if (!given("--zabbix-server") && f.config.empty()) {
+    std::fprintf(stderr, "trapline send: no Zabbix server: give -z SERVER or --config FILE\n");
+    return kExitFailure;
+  }
 
   Loop loop;
   Sender sender(loop.get(), opts);
@@ -217,7 +241,11 @@ Runner AddSendCommand(CLI::App& app) {
       "Send values to Zabbix trapper items: a drop-in for zabbix_sender (same flags, input "
       "format, output and exit codes: 0 all processed, 2 some failed or skipped, 1 failure), "
       "batched over parallel connections.");
-  cmd->add_option("-z,--zabbix-server", f->server, "Zabbix server or proxy address")->required();
+  f->cmd = cmd;
+  cmd->add_option("-z,--zabbix-server", f->server, "Zabbix server or proxy address");
+  cmd->add_option("--config", f->config,
+                  "TOML file whose [sender] table sets defaults (server, port, connections, "
+                  "batch_values, spool_dir, ...); flags override it");
   cmd->add_option("-p,--port", f->port, "Zabbix trapper port")->check(CLI::Range(1, 65535))->capture_default_str();
   cmd->add_option("-s,--host", f->host, "Technical host name (default for '-' in the input)");
   cmd->add_option("-k,--key", f->key, "Item key (with -o)");

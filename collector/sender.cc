@@ -289,7 +289,7 @@ void Sender::OnTransportError(std::unique_ptr<Batch> batch, const Status& st) {
                                  : std::min(backoff_ms_ * 2, options_.backoff_max_ms);
   int suppressed = 0;
   if (UnreachableComplainer().ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
-    spdlog::warn("[sender] zabbix {}: {}; values kept and retried (next try in {} ms{})", peer(),
+    spdlog::warn("[sender] zabbix unreachable: {}; values kept and retried (next try in {} ms{})",
                  st.message(), backoff_ms_,
                  suppressed > 0 ? ", " + std::to_string(suppressed) + " similar errors not logged"
                                 : "");
@@ -300,7 +300,7 @@ void Sender::OnTransportError(std::unique_ptr<Batch> batch, const Status& st) {
   if (give_up_when_unreachable_ && drain_done_) {
     auto done = std::move(drain_done_);
     drain_done_ = nullptr;
-    done(Status::Unavailable("zabbix " + peer() + ": " + st.message()));
+    done(Status::Unavailable("zabbix unreachable: " + st.message()));
   }
 }
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # the trap handlers are invoked indirectly
 # trapline quick start on a fresh Debian 12 machine. Run from the repository root:
 #
 #   bash scripts/quickstart.sh            install packages, build, start the local stack, run the
@@ -60,7 +61,7 @@ while [ $# -gt 0 ]; do
     --no-deps) deps=0 ;;
     --fresh) fresh=1 ;;
     --dir) state_dir="$(realpath -m "$2")"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,17p' "$0"; exit 0 ;;
     *) echo "quickstart: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

@@ -3,8 +3,10 @@
 Everything listens on 127.0.0.1 only. Every server runs in its own process group (its own
 session); stop()/kill() end the whole group and any descendants, and so do SIGINT, SIGTERM,
 SIGHUP (when the program has not installed its own handlers) and interpreter exit (atexit).
-When the process that started them is killed outright, the main server processes get a
-parent-death signal (for servers started from the main thread).
+When the process that started them dies without cleaning up (SIGKILL, CTest timeout), a
+watchdog process (watchdog.py, one per harness process, in its own session) stops the servers
+and removes the temporary folders; the main server processes also get a parent-death signal
+(servers started from the main thread).
 
 Classes (each is a context manager: `with RedisServer() as r: ...`):
 
@@ -255,6 +257,7 @@ def _socket_dir(preferred: str, user: str | None, longest_name: int) -> tuple[st
     if len(preferred) + 1 + longest_name <= _SOCK_MAX - 4:
         return _mkdir(preferred, user, 0o755), False
     d = tempfile.mkdtemp(prefix="trapline-sock-", dir="/tmp")
+    _watchdog(f"dir {d}")
     os.chmod(d, 0o755)
     if user and os.geteuid() == 0:
         pw = pwd.getpwnam(user)
@@ -319,6 +322,27 @@ def _alive_same(pid: int, starttime: int, table=None) -> bool:
 
 _SETPRIV = "/usr/bin/setpriv"
 
+_wd_lock = threading.Lock()
+_wd: subprocess.Popen | None = None
+
+
+def _watchdog(line: str) -> None:
+    """Tell the watchdog process (watchdog.py; started on first use, in its own session) about
+    a server process or folder; it cleans them up if this process dies without doing so."""
+    global _wd
+    if os.environ.get("TRAPLINE_NO_WATCHDOG") == "1":
+        return
+    with _wd_lock:
+        if _wd is None or _wd.poll() is not None:
+            _wd = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(
+                os.path.abspath(__file__)), "watchdog.py")], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        try:
+            _wd.stdin.write((line + "\n").encode())
+            _wd.stdin.flush()
+        except OSError:
+            pass
+
 
 class _Proc:
     """One server process in its own session/process group, its output appended to a log file."""
@@ -355,6 +379,7 @@ class _Proc:
             self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
                                           stderr=subprocess.STDOUT, start_new_session=True,
                                           env=self.env, cwd=self.cwd, close_fds=True)
+        _watchdog(f"proc {self.popen.pid} {int(self.stop_signal)}")
         return self
 
     def alive(self) -> bool:
@@ -404,6 +429,7 @@ class _Proc:
             self.popen.wait(10)
         except subprocess.TimeoutExpired:
             pass
+        _watchdog(f"unproc {self.popen.pid}")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             table = _proc_table()
@@ -524,6 +550,8 @@ class Server:
         self._temp_dirs: list[str] = []
         self._parent = None
         self._closed = False
+        if self._own_dir and not self.keep:
+            _watchdog(f"dir {self.dir}")
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.host}:{self.port} dir={self.dir}>"
@@ -533,10 +561,19 @@ class Server:
     def running(self) -> bool:
         return bool(self._procs) and all(p.alive() for p in self._procs)
 
+    def _reopen(self):
+        """After close(): recreate the folder so start() works again."""
+        if self._closed and not os.path.isdir(self.dir):
+            os.makedirs(self.dir)
+            os.chmod(self.dir, 0o755)
+            if self._own_dir and not self.keep:
+                _watchdog(f"dir {self.dir}")
+        self._closed = False
+
     def start(self):
         if self.running:
             return self
-        self._closed = False
+        self._reopen()
         _register(self)
         attempts = 4 if self._auto_port else 1
         t0 = time.monotonic()
@@ -597,9 +634,11 @@ class Server:
             _unregister(self)
             for d in self._temp_dirs:
                 shutil.rmtree(d, ignore_errors=True)
+                _watchdog(f"undir {d}")
             self._temp_dirs = []
             if self._own_dir and not self.keep:
                 shutil.rmtree(self.dir, ignore_errors=True)
+                _watchdog(f"undir {self.dir}")
             elif self._own_dir:
                 _log(f"kept {self.dir}")
 
@@ -1204,6 +1243,9 @@ def cached_template_datadir(cache_dir: str) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if os.path.exists(marker):
             return data
+        for other in os.listdir(cache_dir):  # builds that died half-way (we hold the lock)
+            if other.startswith(".build-"):
+                shutil.rmtree(os.path.join(cache_dir, other), ignore_errors=True)
         _log(f"zabbix: building the template cluster cache in {entry} (once; ~15 s)")
         build = tempfile.mkdtemp(prefix=".build-", dir=cache_dir)
         os.chmod(build, 0o755)
@@ -1386,7 +1428,8 @@ class ZabbixStack(Server):
     def start(self):
         if self.running:
             return self
-        self._closed = False
+        self._reopen()
+        self.pg._closed = False
         _register(self)
         t0 = time.monotonic()
         try:
@@ -1416,8 +1459,13 @@ class ZabbixStack(Server):
     def _start_db(self):
         fresh = not os.path.exists(os.path.join(self.pg.datadir, "PG_VERSION"))
         if fresh and self.cache_dir:
-            _check_reachable(self.cache_dir, self.pg.run_as)
-            self.pg.init_from = cached_template_datadir(self.cache_dir)
+            try:
+                _check_reachable(self.cache_dir, self.pg.run_as)
+                self.pg.init_from = cached_template_datadir(self.cache_dir)
+            except (OSError, HarnessError) as e:
+                _log(f"zabbix: template cache {self.cache_dir} unusable ({e}); building the "
+                     "template database in this cluster instead (~15 s)")
+                self.pg.init_from = None
         self.pg.start()
         if not self.pg.db_exists("zabbix"):
             t0 = time.monotonic()
@@ -1610,6 +1658,7 @@ $IMAGE_FORMAT_DEFAULT = IMAGE_FORMAT_PNG;
         finally:
             for d in self.pg._temp_dirs:
                 shutil.rmtree(d, ignore_errors=True)
+                _watchdog(f"undir {d}")
             self.pg._temp_dirs = []
 
     def _kill_all(self):
