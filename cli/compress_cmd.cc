@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "collector/send_input.h"
 #include "common/uv.h"
 #include "collector/value_set.h"
 #include "common/status.h"
@@ -60,6 +61,8 @@ struct Options {
   int64_t interval_s = 0;
   bool counter = false;
   int wrap_bits = 0;
+  std::string host;  // with key: print zabbix_sender -T -N lines for `trapline send`
+  std::string key;
 };
 
 std::string Quoted(std::string_view s) {
@@ -119,10 +122,14 @@ Status ParseValue(std::string_view s, double* v) {
 // Buffered writes of '<clock> <ns> <value>' lines to stdout.
 class Writer {
  public:
-  Writer() { buf_.reserve(kWriteFlushAt + 128); }
+  // `prefix` starts every line (e.g. '"host" "key" ' for trapline send -T -N).
+  explicit Writer(std::string prefix) : prefix_(std::move(prefix)) {
+    buf_.reserve(kWriteFlushAt + 128);
+  }
 
   Status Write(const std::vector<TimedValue>& values) {
     for (const TimedValue& tv : values) {
+      buf_ += prefix_;
       Append(tv.time.clock);
       buf_ += ' ';
       Append(tv.time.ns);
@@ -153,13 +160,19 @@ class Writer {
     buf_.append(tmp, r.ptr);
   }
 
+  std::string prefix_;
   std::string buf_;
 };
 
 // The compression state of the one metric on stdin.
 class Compressor {
  public:
-  explicit Compressor(const Options& o) : o_(o), acc_(o.interval_s), rate_(o.wrap_bits) {}
+  explicit Compressor(const Options& o)
+      : o_(o),
+        acc_(o.interval_s),
+        rate_(o.wrap_bits),
+        writer_(o.host.empty() ? std::string()
+                               : QuoteSendField(o.host) + " " + QuoteSendField(o.key) + " ") {}
 
   // One input line (without its newline); `line_no` counts from 1.
   Status Line(std::string_view line, int64_t line_no) {
@@ -306,6 +319,12 @@ Runner AddCompressCommand(CLI::App& app) {
                   "(default 0: unknown, every decrease is a reset)")
       ->check(CLI::IsMember({0, 32, 64}))
       ->needs(counter);
+  CLI::Option* host = sub->add_option(
+      "--host", opts->host,
+      "with --key: print '<host> <key> <clock> <ns> <value>' lines, the input of "
+      "`trapline send -T -N -i -`");
+  sub->add_option("--key", opts->key, "the item key for --host")->needs(host);
+  host->needs(sub->get_option("--key"));
   sub->footer(kFooter);
   return [opts] { return Run(*opts); };
 }

@@ -7,6 +7,8 @@
 
 #include <unistd.h>
 
+#include <csignal>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -78,9 +80,11 @@ int RunSend(const SendFlags& f) {
   if (!f.config.empty()) {
     auto file = ConfigTable::LoadFile(f.config);
     Result<SenderOptions> from_file = file.ok() ? Result<SenderOptions>(Status::OK()) : file.status();
+    bool sets_memory_values = false;
     if (file.ok()) {
       auto table = file->GetTable("sender");
       from_file = table.ok() ? SenderOptions::FromConfig(*table) : Result<SenderOptions>(table.status());
+      sets_memory_values = table.ok() && (*table)->Has("memory_values");
     }
     Status st = from_file.ok() ? file->CheckKnown() : from_file.status();
     if (!st.ok()) {
@@ -88,6 +92,9 @@ int RunSend(const SendFlags& f) {
       return kExitFailure;
     }
     opts = from_file.value();
+    // The file's memory bound is the collector's default unless it sets one; a one-shot sender
+    // must not drop what it read because the file did not mention it.
+    if (!sets_memory_values) opts.memory_values = SIZE_MAX / 2;
   }
   auto given = [&](const char* name) { return f.cmd->count(name) > 0; };
   if (given("--zabbix-server")) opts.server = f.server;
@@ -123,6 +130,15 @@ int RunSend(const SendFlags& f) {
   }
 
   Status outcome = Status::OK();
+  // SIGTERM/SIGINT: stop reading and sending; what is undelivered stays in the spool (if any).
+  bool interrupted = false;
+  auto interrupt = [&] {
+    outcome = Status::Unavailable("interrupted by a signal");
+    interrupted = true;
+    loop.Stop();
+  };
+  SignalWatcher on_term(loop.get(), SIGTERM, interrupt);
+  SignalWatcher on_int(loop.get(), SIGINT, interrupt);
   auto drain = [&] {
     bool done = false;
     Timer deadline(loop.get());
@@ -139,7 +155,7 @@ int RunSend(const SendFlags& f) {
       done = true;
       loop.Stop();
     });
-    while (!done) loop.Run();
+    while (!done && !interrupted) loop.Run();
   };
 
   int64_t total = 0, skipped = 0;
@@ -189,7 +205,7 @@ int RunSend(const SendFlags& f) {
       std::fprintf(stderr, "trapline send: stdin: %s\n", reader.init_status().ToString().c_str());
       return kExitFailure;
     }
-    while (!eof) loop.Run();
+    while (!eof && !interrupted) loop.Run();
   } else {
     FILE* in = f.input == "-" ? stdin : std::fopen(f.input.c_str(), "r");
     if (in == nullptr) {
@@ -229,7 +245,14 @@ int RunSend(const SendFlags& f) {
   }
   std::printf("sent: %lld; skipped: %lld; total: %lld\n", static_cast<long long>(total - skipped),
               static_cast<long long>(skipped), static_cast<long long>(total));
-  return (failed_at_server > 0 || skipped > 0) ? kExitPartial : kExitOk;
+  if (c.dropped > 0) {
+    // Over the memory bound without a spool, or past the spool's cap: never delivered.
+    std::fprintf(stderr,
+                 "trapline send: %llu values dropped (more than the memory bound of %zu values "
+                 "queued and no spool, or the spool full); use --spool DIR to keep them\n",
+                 static_cast<unsigned long long>(c.dropped), opts.memory_values);
+  }
+  return (failed_at_server > 0 || skipped > 0 || c.dropped > 0) ? kExitPartial : kExitOk;
 }
 
 }  // namespace

@@ -107,4 +107,17 @@ Result<SenderValue> ParseSendLine(std::string_view line, const SendInputFormat& 
   return v;
 }
 
+std::string QuoteSendField(std::string_view field) {
+  bool plain = !field.empty() && field != "-" && field.front() != '"';
+  for (char c : field) plain = plain && !IsBlank(c) && c != '\\' && c != '"' && c != '\n';
+  if (plain) return std::string(field);
+  std::string out = "\"";
+  for (char c : field) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
 }  // namespace trapline

@@ -24,4 +24,9 @@ struct SendInputFormat {
 // zabbix_sender's words where it has them ("'Key' required").
 Result<SenderValue> ParseSendLine(std::string_view line, const SendInputFormat& format);
 
+// The inverse of the field parsing: quotes a field when it needs it (blanks, quotes,
+// backslashes, empty, or a leading '"'), so ParseSendLine reads it back unchanged. A host
+// "-" stays the default host, quoted or not, as in zabbix_sender.
+std::string QuoteSendField(std::string_view field);
+
 }  // namespace trapline

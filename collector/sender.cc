@@ -417,7 +417,7 @@ void Sender::Drain(bool give_up_when_unreachable, std::function<void(Status)> do
 }
 
 void Sender::CheckDrained() {
-  if (!drain_done_) return;
+  if (!drain_done_ || stopped_) return;
   if (!memory_.empty() || !returned_.empty() || !in_flight_.empty() || !held_.empty()) return;
   if (spool_ && spool_->pending_values() > 0) return;
   auto done = std::move(drain_done_);
@@ -428,6 +428,7 @@ void Sender::CheckDrained() {
 void Sender::Shutdown() {
   if (stopped_) return;
   stopped_ = true;
+  drain_done_ = nullptr;  // its owner stops waiting now
   tick_.Stop();
   backoff_timer_.Stop();
   // Undelivered values that live in memory, oldest first. Spool batches that were in flight

@@ -104,7 +104,8 @@ class Sender {
   void Drain(bool give_up_when_unreachable, std::function<void(Status)> done);
 
   // Stops sending. Undelivered values go to the spool (if configured) ahead of its content,
-  // so a restart replays them in order; without a spool they are counted as dropped.
+  // so a restart replays them in order; without a spool they are counted as dropped. A
+  // pending Drain callback is dropped, not called.
   void Shutdown();
 
   SenderCounters counters() const;

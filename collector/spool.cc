@@ -1,6 +1,7 @@
 #include "collector/spool.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -40,7 +41,9 @@ Status WriteAll(int fd, const std::string& data, const std::string& path) {
 }  // namespace
 
 Spool::Spool(SpoolOptions options) : options_(std::move(options)) {}
-Spool::~Spool() = default;
+Spool::~Spool() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
 
 std::string Spool::SegmentPath(uint64_t n) const {
   char name[32];
@@ -54,6 +57,13 @@ Result<std::unique_ptr<Spool>> Spool::Open(SpoolOptions options) {
   fs::create_directories(options.dir, ec);
   if (ec) return Status::IoError("spool folder " + options.dir + ": " + ec.message());
   std::unique_ptr<Spool> spool(new Spool(std::move(options)));
+  std::string lock_path = spool->options_.dir + "/lock";
+  spool->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (spool->lock_fd_ < 0) return Errno("spool lock " + lock_path);
+  if (::flock(spool->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Status::Unavailable("spool folder " + spool->options_.dir +
+                               " is in use by another process (each sender needs its own)");
+  }
   TRAPLINE_RETURN_IF_ERROR(spool->Recover());
   return spool;
 }

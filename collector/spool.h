@@ -40,8 +40,9 @@ struct SpoolPosition {
 
 class Spool {
  public:
-  // Creates the folder if needed and recovers what an earlier process left: the head, the
-  // values after it, a torn last line (truncated). Errors name the path.
+  // Creates the folder if needed, locks it (one process per spool folder) and recovers what
+  // an earlier process left: the head, the values after it, a torn last line (truncated).
+  // Errors name the path.
   static Result<std::unique_ptr<Spool>> Open(SpoolOptions options);
   ~Spool();
 
@@ -85,6 +86,7 @@ class Spool {
   SpoolPosition head_;    // first undelivered value
   SpoolPosition cursor_;  // next value to hand out
   uint64_t bytes_ = 0;
+  int lock_fd_ = -1;
   uint64_t dropped_values_ = 0;
   uint64_t corrupt_lines_ = 0;
 };

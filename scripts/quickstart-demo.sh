@@ -7,41 +7,31 @@
 
 demo_host="trapline-quickstart"
 demo_interval=10
-trapline="$TRAPLINE_BUILD_DIR/trapline"
 
 # The host, its trapper items and a min/avg/max graph, through the Zabbix API (idempotent).
 "$PY" "$ROOT/scripts/quickstart_zabbix.py" "$demo_host" || return 1
 
-# [sender] settings for every pipeline: batches of values, a spool for outages.
+# [sender] settings for every pipeline (each also gets a spool folder of its own for outages).
 cat >"$TRAPLINE_STACK_DIR/demo-sender.toml" <<TOML
 [sender]
 server = "$ZBX_SERVER_HOST"
 port = $ZBX_SERVER_PORT
 connections = 2
-spool_dir = "$TRAPLINE_STACK_DIR/spool"
 TOML
 
-# sample KEY [--counter] -- COMMAND: COMMAND prints one number; every second it becomes a
-# sample "<time> <value>", the samples become value sets, the value sets go to Zabbix.
+# One pipeline per metric (scripts/demo-pipeline.sh): every second a sample "<time> <value>",
+# the samples become value sets, the value sets go to Zabbix. Each runs in a process group
+# of its own, so the quick start's SIGTERM on stop ends every process of it.
 sample() {
-  local key=$1 counter=$2; shift 3
-  while true; do
-    printf '%s %s\n' "$(date +%s.%N)" "$("$@")"
-    sleep 1
-  done | "$trapline" compress --interval "$demo_interval" $counter \
-       | awk -v h="$demo_host" -v k="$key" '{ print h, k, $1, $2, $3; fflush() }' \
-       | "$trapline" send --config "$TRAPLINE_STACK_DIR/demo-sender.toml" -T -N -r -i - \
-         >>"$TRAPLINE_STACK_DIR/demo-$key.log" 2>&1 &
+  local key=$1
+  shift
+  setsid "$ROOT/scripts/demo-pipeline.sh" "$demo_host" "$key" "$demo_interval" \
+    "$TRAPLINE_STACK_DIR/demo-sender.toml" "$@" >>"$TRAPLINE_STACK_DIR/demo-$key.log" 2>&1 &
 }
-load1() { cut -d' ' -f1 /proc/loadavg; }
-mem_available() { awk '/^MemAvailable:/ { print $2 * 1024 }' /proc/meminfo; }
-cpu_busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
-ctxt() { awk '/^ctxt / { print $2 }' /proc/stat; }
-
-sample system.load1 "" -- load1
-sample vm.memory.available "" -- mem_available
-sample system.cpu.busy --counter -- cpu_busy_jiffies
-sample system.context_switches --counter -- ctxt
+sample system.load1 -- "cut -d' ' -f1 /proc/loadavg"
+sample vm.memory.available -- "awk '/^MemAvailable:/ { print \$2 * 1024 }' /proc/meminfo"
+sample system.cpu.busy --counter -- "awk '/^cpu / { print \$2 + \$3 + \$4 + \$7 + \$8 }' /proc/stat"
+sample system.context_switches --counter -- "awk '/^ctxt / { print \$2 }' /proc/stat"
 
 echo "quickstart: sampling this machine every second into host '$demo_host';"
 echo "            value sets every ${demo_interval} s (logs: $TRAPLINE_STACK_DIR/demo-*.log)"

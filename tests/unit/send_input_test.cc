@@ -53,5 +53,19 @@ TEST_CASE("zabbix_sender input lines: errors say which field and why") {
         std::string::npos);
 }
 
+TEST_CASE("QuoteSendField round-trips through ParseSendLine") {
+  SendInputFormat plain;
+  for (std::string host : {"web01", "host one", "a\"b", "back\\slash", "\"lead"}) {
+    for (std::string key : {"k", "key[\"a b\"]", "x\ty"}) {
+      std::string line = QuoteSendField(host) + " " + QuoteSendField(key) + " 1";
+      auto v = ParseSendLine(line, plain);
+      REQUIRE_MESSAGE(v.ok(), line);
+      CHECK(v->host == host);
+      CHECK(v->key == key);
+    }
+  }
+  CHECK(QuoteSendField("plain") == "plain");
+}
+
 }  // namespace
 }  // namespace trapline

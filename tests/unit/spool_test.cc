@@ -145,6 +145,17 @@ TEST_CASE("spool: a corrupt record is skipped and counted, not fatal") {
   CHECK((*s)->corrupt_lines() == 1);
 }
 
+TEST_CASE("spool: a folder in use by another spool is refused") {
+  TempDir dir;
+  auto first = Spool::Open({dir.path, 1 << 30, 1 << 20, false});
+  REQUIRE(first.ok());
+  auto second = Spool::Open({dir.path, 1 << 30, 1 << 20, false});
+  REQUIRE_FALSE(second.ok());
+  CHECK(second.status().message().find("in use by another process") != std::string::npos);
+  first->reset();
+  CHECK(Spool::Open({dir.path, 1 << 30, 1 << 20, false}).ok());
+}
+
 TEST_CASE("spool: an unwritable folder is a clear error") {
   auto s = Spool::Open({"/proc/trapline-spool", 1 << 30, 1 << 20, false});
   REQUIRE_FALSE(s.ok());
