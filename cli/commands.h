@@ -13,5 +13,7 @@ using Runner = std::function<int()>;
 
 Runner AddCompressCommand(CLI::App& app);
 Runner AddSendCommand(CLI::App& app);
+Runner AddCollectorCommand(CLI::App& app);
+Runner AddProbeCommand(CLI::App& app);
 
 }  // namespace trapline::cli

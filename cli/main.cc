@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   auto add = [&](trapline::cli::Runner r) { runners[app.get_subcommands({}).back()] = std::move(r); };
   add(trapline::cli::AddCompressCommand(app));
   add(trapline::cli::AddSendCommand(app));
+  add(trapline::cli::AddCollectorCommand(app));
+  add(trapline::cli::AddProbeCommand(app));
 
   try {
     app.parse(argc, argv);

@@ -30,6 +30,11 @@ class ConfigTable {
   Result<bool> GetBool(const std::string& key, bool def);
   // A sub-table; absent gives an empty table. Its keys are checked by CheckKnown() too.
   Result<ConfigTable*> GetTable(const std::string& key);
+  // An array of tables ([[key]] in TOML); absent gives none.
+  Result<std::vector<ConfigTable*>> GetTableArray(const std::string& key);
+  // Every key of this table with its value as text (strings as they are, numbers and
+  // booleans printed), marking them known: for option tables passed on to plugins.
+  Result<std::vector<std::pair<std::string, std::string>>> GetAllAsText();
   bool Has(const std::string& key) const;
 
   // Fails on the first key that no getter asked for, here or in a sub-table.
@@ -42,11 +47,15 @@ class ConfigTable {
   ConfigTable();
   std::string Where(const std::string& key) const;
 
+  const void* Self() const;  // this table's toml::value, or null when absent
+
   std::shared_ptr<Impl> impl_;
+  const void* self_ = nullptr;  // toml::value inside impl_'s tree; null: an absent table
   std::string origin_;
-  std::string path_;  // dotted path of this table, "" for the root
+  std::string path_;  // "sender", "target[2].linux"; "" for the root
   std::set<std::string> known_;
   std::map<std::string, std::unique_ptr<ConfigTable>> children_;
+  std::vector<std::unique_ptr<ConfigTable>> array_children_;
 };
 
 }  // namespace trapline

@@ -27,6 +27,7 @@ message carries the tail of its logs. Progress lines go to stderr with a "[harne
 
 from __future__ import annotations
 
+from .watchdog import proc_table
 import atexit
 import csv
 import fcntl
@@ -269,24 +270,9 @@ def _socket_dir(preferred: str, user: str | None, longest_name: int) -> tuple[st
 # processes
 
 
-def _proc_table() -> dict[int, tuple[int, int, str, int]]:
-    """pid -> (ppid, pgrp, state, starttime) for every process."""
-    table = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read().decode("utf-8", "replace")
-        except OSError:
-            continue
-        rest = data[data.rfind(")") + 2:].split()
-        # rest[0]=state [1]=ppid [2]=pgrp ... [19]=starttime
-        try:
-            table[int(name)] = (int(rest[1]), int(rest[2]), rest[0], int(rest[19]))
-        except (IndexError, ValueError):
-            continue
-    return table
+# pid -> (ppid, pgrp, state, starttime) for every process; shared with the watchdog, which
+# runs as a script of its own.
+_proc_table = proc_table
 
 
 def processes_in_groups(pgids, descendants: bool = True) -> list[int]:

@@ -1,0 +1,73 @@
+// `trapline collector --config FILE [--dry-run]`: the collector daemon, standalone mode
+// (targets from the config file).
+
+#include <csignal>
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "collector/collector.h"
+#include "common/log.h"
+#include "common/uv.h"
+
+namespace trapline::cli {
+
+namespace {
+
+struct CollectorFlags {
+  std::string config;
+  bool dry_run = false;
+  std::string log_level;
+};
+
+int RunCollector(const CollectorFlags& f) {
+  auto options = CollectorOptions::FromConfigFile(f.config);
+  if (!options.ok()) {
+    std::fprintf(stderr, "trapline collector: %s\n", options.status().message().c_str());
+    return 1;
+  }
+  std::string level = f.log_level.empty() ? options->log_level : f.log_level;
+  if (Status st = InitLogging(level); !st.ok()) {
+    std::fprintf(stderr, "trapline collector: %s\n", st.message().c_str());
+    return 1;
+  }
+  if (options->targets.empty()) {
+    std::fprintf(stderr, "trapline collector: %s has no [[target]]: nothing to collect\n",
+                 f.config.c_str());
+    return 1;
+  }
+  Loop loop;
+  Collector collector(loop.get(), std::move(options).value(), f.dry_run, stdout);
+  if (Status st = collector.Start(); !st.ok()) {
+    std::fprintf(stderr, "trapline collector: %s\n", st.message().c_str());
+    return 1;
+  }
+  auto stop = [&] {
+    spdlog::info("[collector] stopping: closing intervals and handing values to the sender");
+    collector.Stop();
+    loop.Stop();
+  };
+  SignalWatcher on_term(loop.get(), SIGTERM, stop);
+  SignalWatcher on_int(loop.get(), SIGINT, stop);
+  loop.Run();
+  spdlog::info("[collector] stopped");
+  return 0;
+}
+
+}  // namespace
+
+Runner AddCollectorCommand(CLI::App& app) {
+  auto f = std::make_shared<CollectorFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "collector",
+      "Run a collector: one long-lived connection per target, sampled every second, value sets "
+      "pushed to Zabbix through the sender");
+  cmd->add_option("-c,--config", f->config, "TOML config: [collector], [sender], [[target]]")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_flag("--dry-run", f->dry_run,
+                "Print values to stdout in zabbix_sender input format instead of sending them");
+  cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error (overrides the config)");
+  return [f] { return RunCollector(*f); };
+}
+
+}  // namespace trapline::cli

@@ -1,0 +1,247 @@
+#include "collector/collector.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+
+#include "collector/postgres_target.h"
+#include "collector/redis_target.h"
+#include "collector/ssh_target.h"
+#include "collector/send_input.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "plugins/builtin.h"
+
+namespace trapline {
+
+namespace {
+
+double ProcessCpuSeconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+double Percentile(std::vector<double>* v, double p) {
+  if (v->empty()) return 0;
+  size_t i = std::min(v->size() - 1, static_cast<size_t>(p * static_cast<double>(v->size())));
+  std::nth_element(v->begin(), v->begin() + static_cast<std::ptrdiff_t>(i), v->end());
+  return (*v)[i];
+}
+
+}  // namespace
+
+Result<TargetConfig> TargetConfigFromTable(ConfigTable* t) {
+  TargetConfig c;
+  TRAPLINE_ASSIGN_OR_RETURN(c.host, t->GetString("host", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(c.uri, t->GetString("uri", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(c.plugin, t->GetString("plugin", ""));
+  if (c.uri.empty()) return Status::InvalidArgument(t->origin() + ": a [[target]] has no 'uri'");
+  if (c.plugin.empty()) {
+    const plugins::PluginInfo* p = plugins::PluginForUri(c.uri);
+    if (p == nullptr) {
+      return Status::InvalidArgument(t->origin() + ": target '" + c.uri +
+                                     "': no plugin serves this URI scheme; set 'plugin'");
+    }
+    c.plugin = std::string(p->name);
+  }
+  if (plugins::FindPlugin(c.plugin) == nullptr) {
+    std::string names;
+    for (const auto& p : plugins::BuiltinPlugins()) names += (names.empty() ? "" : ", ") + std::string(p.name);
+    return Status::InvalidArgument(t->origin() + ": target '" + c.uri + "': unknown plugin '" +
+                                   c.plugin + "' (there are: " + names + ")");
+  }
+  if (c.host.empty()) {
+    return Status::InvalidArgument(t->origin() + ": target '" + c.uri +
+                                   "' has no 'host' (the Zabbix host name its values go to)");
+  }
+  TRAPLINE_ASSIGN_OR_RETURN(c.identity, t->GetString("identity", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(c.identity_passphrase, t->GetString("identity_passphrase", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(c.use_agent, t->GetBool("use_agent", false));
+  TRAPLINE_ASSIGN_OR_RETURN(c.known_hosts, t->GetString("known_hosts", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(c.trust_on_first_use, t->GetBool("trust_on_first_use", false));
+  TRAPLINE_ASSIGN_OR_RETURN(c.keepalive_s, t->GetDouble("keepalive", 15, 1, 3600));
+  TRAPLINE_ASSIGN_OR_RETURN(c.password, t->GetString("password", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(c.password_file, t->GetString("password_file", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(c.period_s, t->GetDouble("period", 1.0, 0.1, 3600));
+  TRAPLINE_ASSIGN_OR_RETURN(c.timeout_s, t->GetDouble("timeout", 10, 0.1, 600));
+  TRAPLINE_ASSIGN_OR_RETURN(c.reconnect_base_s, t->GetDouble("reconnect_base", 1, 0.1, 3600));
+  TRAPLINE_ASSIGN_OR_RETURN(c.reconnect_max_s, t->GetDouble("reconnect_max", 60, 0.1, 86400));
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * opts, t->GetTable(c.plugin));
+  TRAPLINE_ASSIGN_OR_RETURN(auto pairs, opts->GetAllAsText());
+  for (auto& [k, v] : pairs) c.options[k] = v;
+  return c;
+}
+
+Result<CollectorOptions> CollectorOptions::FromConfig(ConfigTable* root) {
+  CollectorOptions o;
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * col, root->GetTable("collector"));
+  TRAPLINE_ASSIGN_OR_RETURN(o.name, col->GetString("name", o.name));
+  TRAPLINE_ASSIGN_OR_RETURN(o.log_level, col->GetString("log_level", o.log_level));
+  TRAPLINE_ASSIGN_OR_RETURN(o.stats_interval_s, col->GetDouble("stats_interval", 60, 1, 86400));
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * sender, root->GetTable("sender"));
+  TRAPLINE_ASSIGN_OR_RETURN(o.sender, SenderOptions::FromConfig(sender));
+  TRAPLINE_ASSIGN_OR_RETURN(auto targets, root->GetTableArray("target"));
+  for (ConfigTable* t : targets) {
+    TRAPLINE_ASSIGN_OR_RETURN(TargetConfig tc, TargetConfigFromTable(t));
+    o.targets.push_back(std::move(tc));
+  }
+  TRAPLINE_RETURN_IF_ERROR(root->CheckKnown());
+  return o;
+}
+
+Result<CollectorOptions> CollectorOptions::FromConfigFile(const std::string& path) {
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable root, ConfigTable::LoadFile(path));
+  return FromConfig(&root);
+}
+
+LoopLagMonitor::LoopLagMonitor(uv_loop_t* loop, uint64_t period_ms)
+    : loop_(loop), period_ms_(period_ms), timer_(loop) {
+  lags_ms_.reserve(1024);
+  expected_ns_ = uv_hrtime() + period_ms_ * 1000000;
+  timer_.Start(period_ms_, period_ms_, [this] {
+    uint64_t now = uv_hrtime();
+    double lag = now > expected_ns_ ? static_cast<double>(now - expected_ns_) / 1e6 : 0;
+    if (lags_ms_.size() < 100000) lags_ms_.push_back(lag);
+    expected_ns_ = now + period_ms_ * 1000000;
+  });
+  timer_.Unref();  // the monitor alone does not keep the loop running
+}
+
+LoopLagMonitor::Figures LoopLagMonitor::TakeFigures() {
+  Figures f;
+  f.samples = lags_ms_.size();
+  if (!lags_ms_.empty()) {
+    f.max_ms = *std::max_element(lags_ms_.begin(), lags_ms_.end());
+    f.p50_ms = Percentile(&lags_ms_, 0.5);
+    f.p99_ms = Percentile(&lags_ms_, 0.99);
+  }
+  lags_ms_.clear();
+  return f;
+}
+
+Result<std::unique_ptr<TargetBase>> MakeTarget(uv_loop_t* loop, TargetConfig config,
+                                               TargetBase::DeliverFn deliver) {
+  // The connection kind each built-in plugin needs.
+  if (config.plugin == "linux") {
+    return std::unique_ptr<TargetBase>(new SshTarget(loop, std::move(config), std::move(deliver)));
+  }
+  if (config.plugin == "postgresql") {
+    return std::unique_ptr<TargetBase>(
+        new PostgresTarget(loop, std::move(config), std::move(deliver)));
+  }
+  if (config.plugin == "redis") {
+    return std::unique_ptr<TargetBase>(new RedisTarget(loop, std::move(config), std::move(deliver)));
+  }
+  return Status::InvalidArgument("plugin '" + config.plugin + "' has no connection kind");
+}
+
+struct Collector::Running {
+  std::unique_ptr<TargetBase> target;
+  std::unique_ptr<MetricPipeline> pipeline;
+  uint64_t connects_seen = 0;
+};
+
+Collector::Collector(uv_loop_t* loop, CollectorOptions options, bool dry_run, std::FILE* out)
+    : loop_(loop),
+      options_(std::move(options)),
+      dry_run_(dry_run),
+      out_(out),
+      lag_(loop),
+      stats_timer_(loop) {}
+
+Collector::~Collector() = default;
+
+Status Collector::Start() {
+  if (!dry_run_) {
+    sender_ = std::make_unique<Sender>(loop_, options_.sender);
+    TRAPLINE_RETURN_IF_ERROR(sender_->Start());
+  }
+  for (const TargetConfig& tc : options_.targets) {
+    auto running = std::make_unique<Running>();
+    Running* r = running.get();
+    const plugins::PluginInfo* plugin = plugins::FindPlugin(tc.plugin);
+    r->pipeline = std::make_unique<MetricPipeline>(tc.host, tc.plugin, &plugin->metrics());
+    auto target = MakeTarget(loop_, tc, [this, r](ZbxTime t, plugins::ParseResult result) {
+      // A new connection: counters restart, so no rate spans the gap.
+      if (r->target->state().connects != r->connects_seen) {
+        r->connects_seen = r->target->state().connects;
+        r->pipeline->ResetCounters();
+      }
+      scratch_.clear();
+      r->pipeline->AddTick(t, result.readings, &scratch_);
+      r->pipeline->FlushIfDue(t, &scratch_);
+      OnValues(&scratch_);
+    });
+    if (!target.ok()) return target.status().WithContext("target " + tc.Name());
+    r->target = std::move(target).value();
+    targets_.push_back(std::move(running));
+  }
+  for (auto& r : targets_) r->target->Start();
+  last_cpu_s_ = ProcessCpuSeconds();
+  last_stats_ms_ = uv_now(loop_);
+  auto interval = static_cast<uint64_t>(options_.stats_interval_s * 1000);
+  stats_timer_.Start(interval, interval, [this] { LogStats(); });
+  spdlog::info("[collector] {}: {} targets, sending to {}", options_.name, targets_.size(),
+               dry_run_ ? "stdout (dry run)" : sender_->peer());
+  return Status::OK();
+}
+
+void Collector::OnValues(std::vector<SenderValue>* values) {
+  if (values->empty()) return;
+  if (dry_run_) {
+    for (const auto& v : *values) {
+      std::fprintf(out_, "%s %s %lld %d %s\n", QuoteSendField(v.host).c_str(),
+                   QuoteSendField(v.key).c_str(), static_cast<long long>(v.clock), v.ns,
+                   QuoteSendField(v.value).c_str());
+    }
+    std::fflush(out_);
+    return;
+  }
+  for (auto& v : *values) sender_->Enqueue(std::move(v));
+}
+
+void Collector::Stop() {
+  stats_timer_.Stop();
+  for (auto& r : targets_) {
+    scratch_.clear();
+    r->pipeline->Flush(&scratch_);
+    OnValues(&scratch_);
+  }
+  targets_.clear();
+  if (sender_) sender_->Shutdown();
+}
+
+std::vector<Collector::TargetStatus> Collector::Targets() const {
+  std::vector<TargetStatus> out;
+  for (const auto& r : targets_) {
+    out.push_back({r->target->config().Name(), r->target->config().uri, r->target->state()});
+  }
+  return out;
+}
+
+SenderCounters Collector::sender_counters() const {
+  return sender_ ? sender_->counters() : SenderCounters{};
+}
+
+void Collector::LogStats() {
+  LoopLagMonitor::Figures lag = lag_.TakeFigures();
+  double cpu = ProcessCpuSeconds();
+  uint64_t now = uv_now(loop_);
+  double wall = static_cast<double>(now - last_stats_ms_) / 1000.0;
+  double cpu_pct = wall > 0 ? 100.0 * (cpu - last_cpu_s_) / wall : 0;
+  last_cpu_s_ = cpu;
+  last_stats_ms_ = now;
+  size_t connected = 0;
+  for (const auto& r : targets_) connected += r->target->state().connected ? 1 : 0;
+  SenderCounters s = sender_counters();
+  spdlog::info("[collector] {}: targets={} connected={} loop_lag_p50_ms={:.2f} "
+               "loop_lag_p99_ms={:.2f} loop_lag_max_ms={:.2f} cpu_pct={:.1f} sent={} queued={} "
+               "spooled={} dropped={} rejected={} in_spool={} zabbix_reachable={}",
+               options_.name, targets_.size(), connected, lag.p50_ms, lag.p99_ms, lag.max_ms,
+               cpu_pct, s.sent, s.queued, s.spooled, s.dropped, s.rejected, s.in_spool,
+               s.reachable ? "yes" : "no");
+}
+
+}  // namespace trapline

@@ -1,0 +1,105 @@
+#pragma once
+// The collector daemon: one libuv loop holding every target's connection, a metric pipeline
+// per target (rates, value sets), one sender to Zabbix (or a dry-run printer), and a
+// self-watch: event-loop lag and CPU, logged every minute with the sender's counters.
+//
+// Standalone mode: targets come from the config file ([[target]] tables). Thread: the
+// loop's.
+
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collector/pipeline.h"
+#include "collector/sender.h"
+#include "collector/target.h"
+#include "common/status.h"
+#include "common/uv.h"
+
+namespace trapline {
+
+class ConfigTable;
+
+struct CollectorOptions {
+  std::string name = "collector";
+  std::string log_level = "info";
+  double stats_interval_s = 60;  // how often the self-watch line is logged
+  SenderOptions sender;
+  std::vector<TargetConfig> targets;
+
+  // Reads [collector], [sender] and [[target]]; every key is checked (a misspelt key is an
+  // error naming the file, line and key).
+  static Result<CollectorOptions> FromConfig(ConfigTable* root);
+  static Result<CollectorOptions> FromConfigFile(const std::string& path);
+};
+
+// Reads one [[target]] table.
+Result<TargetConfig> TargetConfigFromTable(ConfigTable* t);
+
+// Event-loop lag: a timer asks to fire every `period`; how late it fires is the lag.
+class LoopLagMonitor {
+ public:
+  explicit LoopLagMonitor(uv_loop_t* loop, uint64_t period_ms = 100);
+  struct Figures {
+    double p50_ms = 0;
+    double p99_ms = 0;
+    double max_ms = 0;
+    size_t samples = 0;
+  };
+  // Over the samples since the last call (then starts afresh).
+  Figures TakeFigures();
+
+ private:
+  uv_loop_t* loop_;
+  uint64_t period_ms_;
+  Timer timer_;
+  uint64_t expected_ns_ = 0;
+  std::vector<double> lags_ms_;
+};
+
+// The kind of target that serves a plugin ("linux" -> SSH, ...), or an error naming the
+// plugins there are.
+Result<std::unique_ptr<TargetBase>> MakeTarget(uv_loop_t* loop, TargetConfig config,
+                                               TargetBase::DeliverFn deliver);
+
+class Collector {
+ public:
+  // With `dry_run`, values are printed to `out` in zabbix_sender input format instead of
+  // being sent.
+  Collector(uv_loop_t* loop, CollectorOptions options, bool dry_run, std::FILE* out);
+  ~Collector();
+
+  Status Start();
+  // Closes every open interval, hands the values to the sender and shuts it down (undelivered
+  // values go to the spool). The loop may then be stopped.
+  void Stop();
+
+  struct TargetStatus {
+    std::string name;
+    std::string uri;
+    ConnectionState state;
+  };
+  std::vector<TargetStatus> Targets() const;
+  SenderCounters sender_counters() const;
+
+ private:
+  struct Running;
+  void OnValues(std::vector<SenderValue>* values);
+  void LogStats();
+
+  uv_loop_t* loop_;
+  CollectorOptions options_;
+  bool dry_run_;
+  std::FILE* out_;
+  std::unique_ptr<Sender> sender_;
+  std::vector<std::unique_ptr<Running>> targets_;
+  LoopLagMonitor lag_;
+  Timer stats_timer_;
+  double last_cpu_s_ = 0;
+  uint64_t last_stats_ms_ = 0;
+  std::vector<SenderValue> scratch_;
+};
+
+}  // namespace trapline

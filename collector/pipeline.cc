@@ -1,0 +1,90 @@
+#include "collector/pipeline.h"
+
+#include <charconv>
+
+#include "common/log.h"
+
+namespace trapline {
+
+MetricPipeline::MetricPipeline(std::string host, std::string plugin,
+                               const std::vector<plugins::MetricSpec>* specs)
+    : host_(std::move(host)), plugin_(std::move(plugin)) {
+  for (const auto& s : *specs) specs_[s.name] = &s;
+}
+
+MetricPipeline::Series* MetricPipeline::Find(const plugins::Reading& r) {
+  scratch_key_.assign(r.metric);
+  scratch_key_.push_back('\0');
+  scratch_key_.append(r.entity);
+  auto it = series_.find(scratch_key_);
+  if (it != series_.end()) return &it->second;
+  auto spec = specs_.find(r.metric);
+  if (spec == specs_.end()) {
+    if (unknown_readings_++ == 0) {
+      spdlog::warn("[pipeline] {} {}: plugin reported undeclared metric '{}' (not sent)", host_,
+                   plugin_, r.metric);
+    }
+    return nullptr;
+  }
+  const plugins::MetricSpec* s = spec->second;
+  Series fresh{s, plugins::ItemKey(plugin_, r.metric, r.entity), CounterRate(),
+               IntervalAccumulator(std::max(1, s->interval_s)), {}, false};
+  return &series_.emplace(scratch_key_, std::move(fresh)).first->second;
+}
+
+void MetricPipeline::Emit(const Series& s, const std::vector<TimedValue>& values,
+                          std::vector<SenderValue>* out) {
+  for (const TimedValue& tv : values) {
+    char buf[32];
+    auto res = std::to_chars(buf, buf + sizeof(buf), tv.value);
+    out->push_back(SenderValue{host_, s.key, std::string(buf, res.ptr), tv.time.clock,
+                               tv.time.ns, 0});
+  }
+}
+
+void MetricPipeline::AddTick(ZbxTime t, const std::vector<plugins::Reading>& readings,
+                             std::vector<SenderValue>* out) {
+  for (const plugins::Reading& r : readings) {
+    Series* s = Find(r);
+    if (s == nullptr) continue;
+    if (s->spec->value_type == plugins::ValueType::kText) {
+      if (!s->has_text || s->last_text != r.text) {
+        out->push_back(SenderValue{host_, s->key, r.text, t.clock, t.ns, 0});
+        s->last_text = r.text;
+        s->has_text = true;
+      }
+      continue;
+    }
+    double v = r.value;
+    if (s->spec->kind == plugins::MetricKind::kCounter) {
+      double rate;
+      if (!s->rate.Update(t, r.value, &rate)) continue;
+      v = rate * s->spec->rate_scale;
+    }
+    scratch_values_.clear();
+    s->acc.Add(t, v, &scratch_values_);
+    if (!scratch_values_.empty()) Emit(*s, scratch_values_, out);
+  }
+}
+
+void MetricPipeline::FlushIfDue(ZbxTime now, std::vector<SenderValue>* out) {
+  for (auto& [id, s] : series_) {
+    scratch_values_.clear();
+    s.acc.FlushIfDue(now, &scratch_values_);
+    if (!scratch_values_.empty()) Emit(s, scratch_values_, out);
+  }
+}
+
+void MetricPipeline::Flush(std::vector<SenderValue>* out) {
+  for (auto& [id, s] : series_) {
+    scratch_values_.clear();
+    s.acc.Flush(&scratch_values_);
+    if (!scratch_values_.empty()) Emit(s, scratch_values_, out);
+  }
+}
+
+void MetricPipeline::ResetCounters() {
+  for (auto& [id, s] : series_) s.rate.Reset();
+}
+
+}  // namespace trapline

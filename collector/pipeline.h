@@ -1,0 +1,61 @@
+#pragma once
+// Turns one target's readings into the values the sender sends: counters become per-second
+// rates (scaled as the metric declares), every series is compressed per interval into value
+// sets, and each value gets its Zabbix host and item key. Text metrics are sent as they are,
+// only when they change.
+//
+// Pure (no I/O): the caller passes the time of each tick. Thread: the owner's.
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "collector/value_set.h"
+#include "collector/zbx_protocol.h"
+#include "plugins/plugin.h"
+
+namespace trapline {
+
+class MetricPipeline {
+ public:
+  // `specs` must outlive the pipeline (plugins keep theirs in static storage).
+  MetricPipeline(std::string host, std::string plugin,
+                 const std::vector<plugins::MetricSpec>* specs);
+
+  // One tick's readings, taken at `t`. Appends the values of intervals that closed to *out.
+  void AddTick(ZbxTime t, const std::vector<plugins::Reading>& readings,
+               std::vector<SenderValue>* out);
+  // Closes every interval that has ended by `now` (call once per tick, also without data, so
+  // a target that went silent still sends its last interval).
+  void FlushIfDue(ZbxTime now, std::vector<SenderValue>* out);
+  // Closes everything now (shutdown).
+  void Flush(std::vector<SenderValue>* out);
+  // After a reconnect the counters start afresh: no rate across the gap.
+  void ResetCounters();
+
+  size_t series_count() const { return series_.size(); }
+  // Readings whose metric the plugin does not declare (a plugin bug), counted not sent.
+  uint64_t unknown_readings() const { return unknown_readings_; }
+
+ private:
+  struct Series {
+    const plugins::MetricSpec* spec;
+    std::string key;  // the Zabbix item key
+    CounterRate rate;
+    IntervalAccumulator acc;
+    std::string last_text;
+    bool has_text = false;
+  };
+  Series* Find(const plugins::Reading& r);
+  void Emit(const Series& s, const std::vector<TimedValue>& values, std::vector<SenderValue>* out);
+
+  std::string host_;
+  std::string plugin_;
+  std::unordered_map<std::string, const plugins::MetricSpec*> specs_;
+  std::unordered_map<std::string, Series> series_;  // by metric + '\0' + entity
+  std::string scratch_key_;
+  std::vector<TimedValue> scratch_values_;
+  uint64_t unknown_readings_ = 0;
+};
+
+}  // namespace trapline

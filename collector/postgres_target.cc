@@ -1,0 +1,461 @@
+#include "collector/postgres_target.h"
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+
+#include "common/log.h"
+
+namespace trapline {
+
+namespace pgp = plugins::postgresql;
+
+namespace postgres {
+
+std::vector<const char*> ConnParams::keywords() const {
+  std::vector<const char*> k;
+  k.reserve(entries.size() + 1);
+  for (const auto& e : entries) k.push_back(e.first.c_str());
+  k.push_back(nullptr);
+  return k;
+}
+
+std::vector<const char*> ConnParams::values() const {
+  std::vector<const char*> v;
+  v.reserve(entries.size() + 1);
+  for (const auto& e : entries) v.push_back(e.second.c_str());
+  v.push_back(nullptr);
+  return v;
+}
+
+Result<ConnParams> BuildConnParams(const std::string& conninfo, const std::string& password,
+                                   double timeout_s) {
+  if (conninfo.empty()) return Status::InvalidArgument("empty PostgreSQL connection string");
+  char* err = nullptr;
+  PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &err);
+  if (parsed == nullptr) {
+    std::string why = err != nullptr ? OneLine(err) : "out of memory";
+    PQfreemem(err);
+    return Status::InvalidArgument("invalid PostgreSQL connection string: " + why);
+  }
+  PQconninfoFree(parsed);
+  ConnParams p;
+  // libpq takes whole seconds (at least 2 when set at all); round up.
+  int secs = std::max(2, static_cast<int>(timeout_s + 0.999));
+  p.entries.emplace_back("connect_timeout", std::to_string(secs));
+  p.entries.emplace_back("fallback_application_name", "trapline");
+  p.entries.emplace_back("dbname", conninfo);
+  if (!password.empty()) p.entries.emplace_back("password", password);
+  return p;
+}
+
+Result<std::string> ReadPasswordFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::InvalidArgument("password_file " + path + ": cannot open");
+  std::string line;
+  if (!std::getline(in, line)) {
+    return Status::InvalidArgument("password_file " + path + ": empty");
+  }
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty()) return Status::InvalidArgument("password_file " + path + ": first line empty");
+  return line;
+}
+
+Result<std::string> PasswordFor(const TargetConfig& config) {
+  if (!config.password_file.empty()) return ReadPasswordFile(config.password_file);
+  return config.password;
+}
+
+std::string OneLine(std::string_view msg) {
+  std::string out;
+  size_t pos = 0;
+  while (pos <= msg.size()) {
+    size_t nl = msg.find('\n', pos);
+    if (nl == std::string_view::npos) nl = msg.size();
+    std::string_view line = msg.substr(pos, nl - pos);
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t' || line.front() == '\r')) {
+      line.remove_prefix(1);
+    }
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\t' || line.back() == '\r')) {
+      line.remove_suffix(1);
+    }
+    if (!line.empty()) {
+      // libpq wraps long sentences onto tab-indented lines that go on in lower case.
+      bool continues = line.front() >= 'a' && line.front() <= 'z';
+      if (!out.empty()) out += continues ? " " : "; ";
+      out.append(line);
+    }
+    pos = nl + 1;
+  }
+  // libpq writes "FATAL:  msg" / "ERROR:  msg" with two spaces.
+  for (std::string_view sev : {"FATAL:  ", "ERROR:  ", "PANIC:  ", "WARNING:  "}) {
+    for (size_t at = out.find(sev); at != std::string::npos; at = out.find(sev, at)) {
+      out.erase(at + sev.size() - 1, 1);
+    }
+  }
+  return out;
+}
+
+Status ConnectFailure(std::string_view libpq_message) {
+  std::string msg = OneLine(libpq_message);
+  if (msg.empty()) msg = "connection failed (libpq gave no reason)";
+  // A FATAL is the server's own answer (authentication, unknown database or role, no
+  // pg_hba.conf entry, too many connections): retrying soon will not help much.
+  if (msg.find("FATAL:") != std::string::npos) return Status::Rejected(std::move(msg));
+  return Status::Unavailable(std::move(msg));
+}
+
+std::string FormatServerVersion(int v) {
+  if (v >= 100000) return std::to_string(v / 10000) + "." + std::to_string(v % 10000);
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." +
+         std::to_string(v % 100);
+}
+
+Status CheckServerVersion(int server_version) {
+  std::string why = pgp::UnsupportedVersionReason(server_version);
+  if (why.empty()) return Status::OK();
+  return Status::Rejected("unsupported PostgreSQL version " + FormatServerVersion(server_version) +
+                          ": " + why);
+}
+
+std::vector<std::string> SplitStatements(std::string_view sql) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < sql.size()) {
+    size_t end = sql.find(";\n", pos);
+    if (end == std::string_view::npos) {
+      std::string_view rest = sql.substr(pos);
+      if (rest.find_first_not_of(" \t\r\n") != std::string_view::npos) out.emplace_back(rest);
+      break;
+    }
+    out.emplace_back(sql.substr(pos, end + 2 - pos));
+    pos = end + 2;
+  }
+  return out;
+}
+
+pgp::ResultSet ToResultSet(const pg_result* cres) {
+  // libpq's accessors take a non-const PGresult but do not modify it.
+  auto* res = const_cast<PGresult*>(cres);
+  pgp::ResultSet rs;
+  ExecStatusType st = PQresultStatus(res);
+  if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
+    const char* primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    rs.error = primary != nullptr ? OneLine(primary) : OneLine(PQresultErrorMessage(res));
+    if (rs.error.empty()) rs.error = PQresStatus(st);
+    if (state != nullptr) rs.error += std::string(" (SQLSTATE ") + state + ")";
+    return rs;
+  }
+  if (st == PGRES_PIPELINE_ABORTED) {
+    rs.error = "not run: an earlier statement of the pipeline failed";
+    return rs;
+  }
+  int ncols = PQnfields(res);
+  int nrows = PQntuples(res);
+  rs.columns.reserve(static_cast<size_t>(ncols));
+  for (int c = 0; c < ncols; ++c) rs.columns.emplace_back(PQfname(res, c));
+  rs.rows.resize(static_cast<size_t>(nrows));
+  for (int r = 0; r < nrows; ++r) {
+    auto& row = rs.rows[static_cast<size_t>(r)];
+    row.reserve(static_cast<size_t>(ncols));
+    for (int c = 0; c < ncols; ++c) {
+      if (PQgetisnull(res, r, c)) {
+        row.emplace_back(std::nullopt);
+      } else {
+        row.emplace_back(
+            std::string(PQgetvalue(res, r, c), static_cast<size_t>(PQgetlength(res, r, c))));
+      }
+    }
+  }
+  return rs;
+}
+
+}  // namespace postgres
+
+namespace {
+
+// The severity of an error or notice, untranslated ("ERROR", "FATAL", "PANIC", ...).
+std::string_view Severity(const PGresult* res) {
+  const char* s = PQresultErrorField(const_cast<PGresult*>(res), PG_DIAG_SEVERITY_NONLOCALIZED);
+  return s != nullptr ? std::string_view(s) : std::string_view();
+}
+
+}  // namespace
+
+PostgresTarget::PostgresTarget(uv_loop_t* loop, TargetConfig config, DeliverFn deliver)
+    : TargetBase(loop, std::move(config), std::move(deliver)), connect_deadline_(loop) {}
+
+PostgresTarget::~PostgresTarget() { PostgresTarget::Disconnect(); }
+
+void PostgresTarget::Connect() {
+  Disconnect();  // a previous connection, if any, is gone before a new one starts
+  auto password = postgres::PasswordFor(config());
+  if (!password.ok()) return Failed(password.status());
+  auto params = postgres::BuildConnParams(config().uri, *password, config().timeout_s);
+  if (!params.ok()) return Failed(params.status());
+  std::vector<const char*> keywords = params->keywords();
+  std::vector<const char*> values = params->values();
+  // May block on DNS (getaddrinfo) for a host name: libpq has no asynchronous resolver.
+  conn_ = PQconnectStartParams(keywords.data(), values.data(), /*expand_dbname=*/1);
+  if (conn_ == nullptr) return Failed(Status::Internal("PQconnectStartParams: out of memory"));
+  if (PQstatus(conn_) == CONNECTION_BAD) {
+    return Failed(postgres::ConnectFailure(PQerrorMessage(conn_)));
+  }
+  PQsetNoticeReceiver(conn_, &PostgresTarget::OnNotice, this);
+  phase_ = Phase::kConnecting;
+  last_fatal_.clear();
+  connect_deadline_.Start(timeout_ms(), 0, [this] {
+    std::string why = "connect: no answer within " + std::to_string(timeout_ms()) + " ms";
+    // What libpq knows so far, unless it is only the "connection to server at ... failed:"
+    // header of a message still to come.
+    std::string sofar = conn_ != nullptr ? postgres::OneLine(PQerrorMessage(conn_)) : "";
+    if (!sofar.empty() && sofar.back() != ':') why += " (" + sofar + ")";
+    Failed(Status::Timeout(std::move(why)));
+  });
+  // connectDBStart already ran PQconnectPoll once: behave as if it asked for WRITING.
+  Status st = WatchSocket(false, true);
+  if (!st.ok()) return Failed(st.WithContext("connect"));
+}
+
+Status PostgresTarget::WatchSocket(bool readable, bool writable) {
+  int fd = PQsocket(conn_);
+  if (fd < 0) return Status::Internal("libpq has no socket");
+  if (watcher_ == nullptr || fd != watched_fd_) {
+    watcher_.reset();  // closes the old poll handle before a new one takes the socket
+    watched_fd_ = -1;
+    auto w = std::make_unique<SocketWatcher>(
+        loop(), fd, [this](int status, int events) { OnSocket(status, events); });
+    if (!w->init_status().ok()) return w->init_status();
+    watcher_ = std::move(w);
+    watched_fd_ = fd;
+  }
+  return watcher_->Watch(readable, writable);
+}
+
+void PostgresTarget::OnSocket(int status, int events) {
+  if (conn_ == nullptr) return;
+  if (status < 0 && phase_ != Phase::kConnecting) {
+    // libuv stopped polling this socket. libpq's own read gives the better message.
+    if (PQconsumeInput(conn_) != 1) return Failed(ConnectionLost("polling"));
+    return Failed(UvError("polling the connection's socket", status));
+  }
+  switch (phase_) {
+    case Phase::kConnecting:
+      return PollConnect();
+    case Phase::kReady:
+      if (events & UV_READABLE) return OnIdleReadable();
+      return;
+    case Phase::kBusy:
+      return OnBusy(events);
+    case Phase::kIdle:
+      return;
+  }
+}
+
+void PostgresTarget::PollConnect() {
+  // The socket may be closed (and another opened) inside PQconnectPoll: never leave it in
+  // epoll across the call.
+  if (watcher_ != nullptr) watcher_->Stop();
+  PostgresPollingStatusType st = PQconnectPoll(conn_);
+  switch (st) {
+    case PGRES_POLLING_READING:
+    case PGRES_POLLING_WRITING: {
+      Status w = WatchSocket(st == PGRES_POLLING_READING, st == PGRES_POLLING_WRITING);
+      if (!w.ok()) return Failed(w.WithContext("connect"));
+      return;
+    }
+    case PGRES_POLLING_OK:
+      return OnConnectOk();
+    case PGRES_POLLING_FAILED:
+    default:
+      return Failed(postgres::ConnectFailure(PQerrorMessage(conn_)));
+  }
+}
+
+void PostgresTarget::OnConnectOk() {
+  connect_deadline_.Stop();
+  server_version_ = PQserverVersion(conn_);
+  if (Status v = postgres::CheckServerVersion(server_version_); !v.ok()) return Failed(v);
+  if (PQsetnonblocking(conn_, 1) != 0) {
+    return Failed(
+        Status::Internal("PQsetnonblocking: " + postgres::OneLine(PQerrorMessage(conn_))));
+  }
+  if (PQenterPipelineMode(conn_) != 1) {
+    return Failed(
+        Status::Internal("PQenterPipelineMode: " + postgres::OneLine(PQerrorMessage(conn_))));
+  }
+  session_set_up_ = false;
+  phase_ = Phase::kReady;
+  if (Status w = WatchSocket(true, false); !w.ok()) return Failed(w);
+  spdlog::debug(
+      "[postgres] {}: server {} ({}), backend pid {}", config().Name(),
+      postgres::FormatServerVersion(server_version_),
+      PQparameterStatus(conn_, "server_version") ? PQparameterStatus(conn_, "server_version") : "?",
+      PQbackendPID(conn_));
+  Connected();
+}
+
+void PostgresTarget::Tick() {
+  if (conn_ == nullptr || phase_ != Phase::kReady) {
+    return Failed(Status::Internal("tick without a ready connection"));
+  }
+  std::vector<std::string> statements;
+  if (!session_set_up_) {
+    // The server cancels a hung statement by itself, well before our own tick deadline.
+    uint64_t ms = std::max<uint64_t>(100, timeout_ms() * 8 / 10);
+    statements.push_back("SET statement_timeout = " + std::to_string(ms));
+    session_set_up_ = true;
+  }
+  setup_statements_ = statements.size();
+  for (auto& s : postgres::SplitStatements(pgp::TickQueries(server_version_))) {
+    statements.push_back(std::move(s));
+  }
+  for (const auto& sql : statements) {
+    if (PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) != 1 ||
+        PQpipelineSync(conn_) != 1) {
+      return Failed(ConnectionLost("sending the tick's queries"));
+    }
+  }
+  statements_ = statements.size();
+  current_ = 0;
+  current_has_result_ = false;
+  results_.clear();
+  results_.reserve(statements_ - setup_statements_);
+  phase_ = Phase::kBusy;
+  if (Status f = Flush(); !f.ok()) return Failed(f);
+}
+
+Status PostgresTarget::Flush() {
+  int r = PQflush(conn_);
+  if (r < 0) return ConnectionLost("sending");
+  return WatchSocket(true, r == 1);
+}
+
+void PostgresTarget::OnBusy(int events) {
+  if (events & UV_WRITABLE) {
+    if (Status f = Flush(); !f.ok()) return Failed(f);
+  }
+  if (!(events & UV_READABLE)) return;
+  if (PQconsumeInput(conn_) != 1) return Failed(ConnectionLost("reading results"));
+  auto done = Drain();
+  if (!done.ok()) return Failed(done.status());
+  if (*done) return FinishTick();
+  // libpq may have queued more output while reading (it answers some messages itself).
+  if (Status f = Flush(); !f.ok()) return Failed(f);
+}
+
+Result<bool> PostgresTarget::Drain() {
+  // Pipeline mode: per statement its result(s), a NULL, then the PGRES_PIPELINE_SYNC of its
+  // own sync. PQisBusy says whether the next PQgetResult would have to wait for input.
+  int nulls_in_a_row = 0;
+  while (current_ < statements_) {
+    if (PQisBusy(conn_)) return false;
+    PGresult* res = PQgetResult(conn_);
+    if (res == nullptr) {
+      // The end of a statement's results; two in a row means libpq has nothing to go on.
+      if (++nulls_in_a_row > 1) return false;
+      continue;
+    }
+    nulls_in_a_row = 0;
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_PIPELINE_SYNC) {
+      PQclear(res);
+      if (current_ >= setup_statements_ && !current_has_result_) {
+        pgp::ResultSet none;
+        none.error = "no result";
+        results_.push_back(std::move(none));
+      }
+      ++current_;
+      current_has_result_ = false;
+      continue;
+    }
+    if (st == PGRES_FATAL_ERROR && (PQstatus(conn_) == CONNECTION_BAD || Severity(res) == "FATAL" ||
+                                    Severity(res) == "PANIC")) {
+      std::string why = postgres::OneLine(PQresultErrorMessage(res));
+      PQclear(res);
+      return Status::Unavailable(why + " (while reading results)");
+    }
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && st != PGRES_FATAL_ERROR &&
+        st != PGRES_PIPELINE_ABORTED && st != PGRES_EMPTY_QUERY) {
+      std::string what = PQresStatus(st);
+      PQclear(res);
+      return Status::ProtocolError("unexpected result " + what + " in the tick's pipeline");
+    }
+    if (current_ < setup_statements_) {
+      if (st == PGRES_FATAL_ERROR) {
+        spdlog::warn("[postgres] {}: session setup failed: {}", config().Name(),
+                     postgres::OneLine(PQresultErrorMessage(res)));
+      }
+    } else if (!current_has_result_) {
+      results_.push_back(postgres::ToResultSet(res));
+    }
+    current_has_result_ = true;
+    PQclear(res);
+  }
+  return true;
+}
+
+void PostgresTarget::FinishTick() {
+  phase_ = Phase::kReady;
+  if (Status w = WatchSocket(true, false); !w.ok()) return Failed(w);
+  std::vector<pgp::ResultSet> results = std::move(results_);
+  results_ = {};
+  plugins::ParseResult parsed = pgp::ParseTick(server_version_, results);
+  // Deliver may destroy this target: nothing after it.
+  Deliver(std::move(parsed));
+}
+
+void PostgresTarget::OnIdleReadable() {
+  // Between ticks the server only speaks when something happens to the session: a
+  // ParameterStatus, a notice, or a FATAL before it closes the connection.
+  if (PQconsumeInput(conn_) != 1) return Failed(ConnectionLost("idle"));
+  while (!PQisBusy(conn_)) {
+    PGresult* res = PQgetResult(conn_);
+    if (res == nullptr) break;
+    PQclear(res);
+  }
+  if (PQstatus(conn_) == CONNECTION_BAD) return Failed(ConnectionLost("idle"));
+}
+
+Status PostgresTarget::ConnectionLost(std::string_view what) const {
+  std::string why = conn_ != nullptr ? postgres::OneLine(PQerrorMessage(conn_)) : "";
+  if (!last_fatal_.empty() && why.find(last_fatal_) == std::string::npos) {
+    why = last_fatal_ + (why.empty() ? "" : "; " + why);
+  }
+  if (why.empty()) why = "connection closed";
+  return Status::Unavailable(why + " (while " + std::string(what) + ")");
+}
+
+void PostgresTarget::OnNotice(void* arg, const pg_result* notice) {
+  // Runs inside libpq (PQconsumeInput, PQgetResult, PQconnectPoll): record and log only.
+  auto* self = static_cast<PostgresTarget*>(arg);
+  std::string msg = postgres::OneLine(PQresultErrorMessage(const_cast<PGresult*>(notice)));
+  std::string_view sev = Severity(notice);
+  if (sev == "FATAL" || sev == "PANIC") {
+    self->last_fatal_ = msg;  // e.g. "terminating connection due to administrator command"
+    spdlog::info("[postgres] {}: server says: {}", self->config().Name(), msg);
+  } else {
+    spdlog::debug("[postgres] {}: server notice: {}", self->config().Name(), msg);
+  }
+}
+
+void PostgresTarget::Disconnect() {
+  connect_deadline_.Stop();
+  // The poll handle leaves epoll before PQfinish closes the socket.
+  watcher_.reset();
+  watched_fd_ = -1;
+  if (conn_ != nullptr) {
+    PGconn* c = conn_;
+    conn_ = nullptr;
+    PQfinish(c);
+  }
+  phase_ = Phase::kIdle;
+  statements_ = setup_statements_ = current_ = 0;
+  current_has_result_ = false;
+  results_ = {};
+}
+
+}  // namespace trapline

@@ -1,0 +1,168 @@
+#pragma once
+// A PostgreSQL instance: one libpq connection per instance (not per database), driven
+// entirely through libpq's asynchronous API on the collector's loop, one round trip per tick.
+//
+// Connection state machine (Phase):
+//
+//   kIdle --Connect()--> kConnecting --PQconnectPoll OK, version >= 12--> kReady
+//   kReady --Tick()--> kBusy --last statement's sync result--> kReady (Deliver)
+//   any phase --error / TargetBase's deadline--> Failed() -> Disconnect() -> kIdle
+//
+//  - kConnecting: PQconnectStartParams, then PQconnectPoll each time the socket is ready in
+//    the direction PQconnectPoll asked for (READING/WRITING). libpq may close the socket and
+//    open another one while connecting (several hosts in the URI, sslmode=prefer or
+//    gssencmode=prefer falling back, target_session_attrs): the watcher is stopped around every
+//    PQconnectPoll call and re-created when PQsocket() changes, so a closed socket is never
+//    polled. libpq ignores connect_timeout in this mode, so a deadline timer (timeout_s) bounds
+//    the whole attempt.
+//  - kReady: nonblocking, pipeline mode; the socket is watched for readability only, so a
+//    server that goes away between ticks (restart, pg_terminate_backend) is noticed at once.
+//  - kBusy: each statement of the plugin's TickQueries() is sent with PQsendQueryParams and
+//    followed by its own PQpipelineSync; PQflush runs until it returns 0 (writable is watched
+//    while it returns 1); then PQconsumeInput / PQisBusy / PQgetResult collect one ResultSet per
+//    statement. Everything is written before any reply is awaited: one round trip.
+//
+// Why a sync after every statement: in a multi-statement simple query (and in a pipeline with
+// one sync at the end) an error in one statement aborts all the later ones; with a sync after
+// each statement every statement is its own implicit transaction, so a permission error on
+// one view (e.g. a DBA revoked SELECT on pg_stat_replication) costs that statement only, and
+// the rest is still delivered, with a warning from the plugin's parser.
+//
+// The session also gets statement_timeout = 80% of timeout_s (sent in the first tick's
+// pipeline), so that the server cancels a statement that hangs (a lock, a slow
+// pg_database_size) on its own: that statement gives a warning and the connection stays up;
+// when the whole tick still overruns, TargetBase's tick deadline fails the connection.
+//
+// Disconnect() (also reached from inside our own socket callback through Failed()): stops and
+// destroys the watcher first (uv_poll_stop removes the socket from epoll at once), then
+// PQfinish, which closes the socket. libpq itself never calls back into the target except for
+// the notice receiver, which only logs, so PQfinish never runs inside libpq's call stack.
+//
+// Thread: the loop's. Not copyable.
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "collector/target.h"
+#include "common/status.h"
+#include "common/uv.h"
+#include "plugins/postgresql/postgresql.h"
+
+// libpq's opaque handles, without including libpq-fe.h here.
+struct pg_conn;
+struct pg_result;
+
+namespace trapline {
+
+namespace postgres {
+
+// The keyword/value arrays for PQconnectStartParams (expand_dbname = 1), in order. Later
+// entries override earlier ones, so the order says who may override what:
+// connect_timeout and fallback_application_name first (the connection string may set its
+// own connect_timeout or application_name), then dbname = the URI or keyword/value string
+// (expanded by libpq), then password last when one is given (config wins over the string).
+// Without a password libpq falls back on PGPASSWORD, .pgpass or PGPASSFILE as usual.
+struct ConnParams {
+  std::vector<std::pair<std::string, std::string>> entries;
+  // Null-terminated arrays pointing into `entries`; valid while this object lives unchanged.
+  std::vector<const char*> keywords() const;
+  std::vector<const char*> values() const;
+};
+
+// Builds the parameters. The connection string is checked with PQconninfoParse (no I/O): a
+// malformed URI gives InvalidArgument with libpq's reason. `password` empty: none set.
+Result<ConnParams> BuildConnParams(const std::string& conninfo, const std::string& password,
+                                   double timeout_s);
+
+// The first line of a password file, without its line ending. Empty or unreadable files are
+// InvalidArgument naming the path (never the content).
+Result<std::string> ReadPasswordFile(const std::string& path);
+
+// The password to use: password_file's first line when set, else config.password, else ""
+// (libpq's own sources then apply).
+Result<std::string> PasswordFor(const TargetConfig& config);
+
+// libpq's multi-line messages on one line: lines trimmed and joined with "; " (with " " when
+// a line goes on in lower case: a wrapped sentence), the double space after "FATAL:" /
+// "ERROR:" collapsed.
+std::string OneLine(std::string_view libpq_message);
+
+// A failed connection attempt as a Status: Rejected when the server answered (a FATAL from
+// it, e.g. authentication failed, no such database), Unavailable otherwise (refused,
+// unreachable, timed out, TLS not offered).
+Status ConnectFailure(std::string_view libpq_message);
+
+// "15.4", "9.6.24" from PQserverVersion's number.
+std::string FormatServerVersion(int server_version);
+
+// OK when the plugin's queries support the version; else Rejected("unsupported PostgreSQL
+// version 11.5: ...").
+Status CheckServerVersion(int server_version);
+
+// Splits TickQueries() into its statements. Its documented format is one statement per
+// ";\n" terminator; the terminator is kept (the extended protocol accepts a trailing ';').
+// Text after the last terminator that is not only whitespace is a statement of its own.
+std::vector<std::string> SplitStatements(std::string_view sql);
+
+// A statement's PGresult as the plugin's ResultSet: column names, text values, NULLs;
+// for PGRES_FATAL_ERROR the primary message and SQLSTATE in `error`.
+// REQUIRES: result != nullptr.
+plugins::postgresql::ResultSet ToResultSet(const pg_result* result);
+
+}  // namespace postgres
+
+class PostgresTarget : public TargetBase {
+ public:
+  enum class Phase { kIdle, kConnecting, kReady, kBusy };
+
+  PostgresTarget(uv_loop_t* loop, TargetConfig config, DeliverFn deliver);
+  ~PostgresTarget() override;
+
+  Phase phase() const { return phase_; }
+  // PQserverVersion of the current connection (0 before the first connect).
+  int server_version() const { return server_version_; }
+
+ protected:
+  void Connect() override;
+  void Tick() override;
+  void Disconnect() override;
+
+ private:
+  // Socket callbacks by phase; each may end in Failed() and must return right after it (and
+  // right after Deliver()/Connected(), which may destroy the target).
+  void OnSocket(int status, int events);
+  void PollConnect();
+  void OnConnectOk();
+  void OnBusy(int events);
+  void OnIdleReadable();
+  // Watches PQsocket() in these directions, re-creating the watcher if the socket changed.
+  Status WatchSocket(bool readable, bool writable);
+  // PQflush once; watches writable too while libpq has unsent data.
+  Status Flush();
+  // Collects results while libpq has them; true when the tick's last result is in.
+  Result<bool> Drain();
+  void FinishTick();
+  Status ConnectionLost(std::string_view what) const;
+  static void OnNotice(void* arg, const pg_result* notice);
+
+  pg_conn* conn_ = nullptr;
+  Phase phase_ = Phase::kIdle;
+  std::unique_ptr<SocketWatcher> watcher_;
+  int watched_fd_ = -1;
+  Timer connect_deadline_;
+  int server_version_ = 0;
+  bool session_set_up_ = false;  // statement_timeout sent on this connection
+  std::string last_fatal_;       // a FATAL the server sent before closing (notice receiver)
+
+  // The tick in flight.
+  size_t setup_statements_ = 0;  // leading statements whose results are not the plugin's
+  size_t statements_ = 0;        // statements sent this tick (setup included)
+  size_t current_ = 0;           // the statement whose results are being read
+  bool current_has_result_ = false;
+  std::vector<plugins::postgresql::ResultSet> results_;
+};
+
+}  // namespace trapline

@@ -1,0 +1,169 @@
+#pragma once
+// The SSH target: one long-lived SSH session to a Linux host, driven entirely on the
+// collector's loop (non-blocking socket, libssh2 in non-blocking mode, one SocketWatcher on
+// the socket, watching what libssh2_session_block_directions() asks for).
+//
+// State machine of one connection attempt (Connect()), each step retried on EAGAIN:
+//
+//   resolve (uv_getaddrinfo; literals skip it) -> TCP connect (non-blocking, each address in
+//   turn) -> SSH handshake -> host key check (known_hosts) -> auth (ssh-agent, then the key
+//   file) -> open a session channel -> "sftp" subsystem -> SFTP INIT/VERSION -> OPEN every
+//   file of linuxhost::TickFiles() once -> ready (Connected()).
+//
+//   When the server refuses the SFTP subsystem (or the channel closes before VERSION), the
+//   channel is dropped and the fallback starts instead: exec channel -> one long-running
+//   `sh -c` script that streams the files on request (see ssh::stream) -> ready.
+//
+// A tick (SFTP): one READ at offset 0 for every open file and one statvfs@openssh.com for every
+// filesystem of the previous tick's mount table, all sent at once; each DATA reply is followed
+// by the next READ of that file at the next offset until the server answers EOF (/proc files
+// report size 0 and seq_files return at most a page per read). When this tick's /proc/mounts
+// lists filesystems that were not asked (first tick, new mounts), they are asked in a second
+// round. Results for filesystems no longer listed are dropped. Then linuxhost::Parse() and
+// Deliver(). Typically 2 round trips per tick, whatever the number of files.
+//
+// A tick (fallback): one request line on the script's stdin, the framed reply parsed, Parse(),
+// Deliver(). Filesystem space is asked every kStreamStatfsEvery ticks only (it is the one
+// place where the script starts a process: `stat -f`).
+//
+// Errors: connection refused/unreachable, DNS failures, auth failures, an unknown or
+// mismatching host key, a dead session (EOF, reset, keepalive or tick timeout) end in
+// Failed(status); TargetBase logs it, rate-limited, and reconnects with backoff. A file that
+// cannot be opened is remembered as absent for the whole session (logged once) and not asked
+// again; a READ that fails on one file is a warning in that tick's ParseResult while the other
+// files are still parsed.
+//
+// Blocking: everything is non-blocking but the ssh-agent conversation (libssh2's agent API
+// talks to $SSH_AUTH_SOCK, a local unix socket, with blocking calls; a healthy agent answers
+// in microseconds) and reading/appending the known_hosts file and the key files (local files).
+//
+// Thread: the loop's. Lifetime: may be destroyed at any time (also from the DeliverFn or the
+// state callback: Deliver(), Connected() and Failed() are always the last thing a callback of
+// this class does).
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "collector/ssh_wire.h"
+#include "collector/target.h"
+#include "common/status.h"
+#include "common/uv.h"
+#include "plugins/linux/linux.h"
+
+namespace trapline {
+
+// What the last ticks cost; for tests, the probe command and the admin panel.
+struct SshTargetStats {
+  bool sftp = false;                    // false: the streaming fallback
+  std::vector<std::string> absent;      // files that could not be opened this session
+  uint64_t last_tick_round_trips = 0;   // longest chain of dependent requests
+  uint64_t last_tick_requests = 0;      // SFTP requests sent (fallback: 1)
+  uint64_t last_tick_bytes_in = 0;      // bytes of file content received
+  uint64_t ticks = 0;                   // ticks delivered this session
+};
+
+class SshTarget : public TargetBase {
+ public:
+  // Filesystem space in fallback mode: every this many ticks (one `stat -f` on the target).
+  static constexpr int kStreamStatfsEvery = 30;
+
+  // REQUIRES: config.plugin == "linux" (its options are linuxhost::ParseFilters() options).
+  // A bad URI, missing known_hosts (without trust_on_first_use), missing identity (without
+  // use_agent) or bad plugin options make every Connect() fail with that error; Validate()
+  // tells beforehand.
+  SshTarget(uv_loop_t* loop, TargetConfig config, DeliverFn deliver);
+  ~SshTarget() override;
+
+  // The configuration errors the constructor would keep (see above); OK when usable.
+  static Status Validate(const TargetConfig& config);
+
+  const SshTargetStats& ssh_stats() const { return stats_; }
+
+  // Extra files read every tick after linuxhost::TickFiles(), passed to Parse() like the
+  // others (tests use a path that opens but cannot be read, e.g. a directory).
+  // REQUIRES: before Start().
+  void set_extra_files(std::vector<std::string> files) { extra_files_ = std::move(files); }
+
+ protected:
+  void Connect() override;
+  void Tick() override;
+  void Disconnect() override;
+
+ private:
+  enum class Phase {
+    kIdle,
+    kResolving,
+    kConnecting,
+    kHandshake,
+    kAgent,
+    kAuthKey,
+    kSftpChannel,
+    kSftpSubsystem,
+    kSftpVersion,
+    kSftpOpen,
+    kDropSftpChannel,
+    kExecChannel,
+    kExec,
+    kReady,
+  };
+  struct Conn;
+  struct FileSlot;
+  struct Resolve;
+
+  // Advances the current connection as far as it can without blocking; on EAGAIN watches the
+  // socket. REQUIRES: conn_.
+  void Pump();
+  // One step of the current phase: OK and *again=false when it completed (phase advanced),
+  // *again=true on EAGAIN, or an error.
+  Status Step(bool* again);
+
+  void OnResolved(int status, struct addrinfo* res);
+  Status StartTcp();
+  Status FinishTcp(bool* again);
+  Status CheckHostKey();
+  Status StepAgent(bool* again);
+  Status StepAuthKey(bool* again);
+  Status StepSftpVersion(bool* again);
+  Status StepSftpOpen(bool* again);
+  Status StartFallback(const std::string& why);
+
+  // Ready: moves bytes both ways and handles replies; false after Failed() or Deliver().
+  bool PumpReady();
+  Status Flush(bool* again);
+  Status ReadChannel(bool* again, bool* finished);
+  Status HandleSftpPacket(const ssh::sftp::Packet& p, bool* finished);
+  Status HandleStreamBytes(std::string_view bytes, bool* finished);
+  Status AfterReadRound(bool* finished);
+  void DeliverSftpTick();
+  void DeliverStreamTick();
+  void WatchSocket();
+  void SendKeepalive();
+
+  std::string Where() const;  // "ssh://user@host:port" for messages
+  std::string AuthFailure(const std::string& detail) const;
+
+  Status config_status_;
+  ssh::SshUri uri_;
+  plugins::linuxhost::Filters filters_;
+  std::vector<std::string> extra_files_;
+
+  std::unique_ptr<Conn> conn_;
+  // Connections dropped by Disconnect(): freed by reaper_ outside any callback of theirs.
+  std::vector<std::unique_ptr<Conn>> dying_;
+  Timer reaper_;
+  Timer connect_deadline_;
+  Timer keepalive_;
+  Resolve* resolve_ = nullptr;  // the pending getaddrinfo, if any (freed by its callback)
+  uint64_t next_generation_ = 1;
+
+  // Per-session tick state lives in Conn; what Parse() reads is kept here so that its strings
+  // keep their capacity across ticks and reconnects.
+  std::map<std::string, std::string> files_;
+  std::vector<plugins::linuxhost::FsStat> fs_;
+  SshTargetStats stats_;
+};
+
+}  // namespace trapline

@@ -1,0 +1,107 @@
+#include "collector/target.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <random>
+
+namespace trapline {
+
+ZbxTime WallClockNow() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ZbxTime{ts.tv_sec, static_cast<int32_t>(ts.tv_nsec)};
+}
+
+TargetBase::TargetBase(uv_loop_t* loop, TargetConfig config, DeliverFn deliver)
+    : loop_(loop),
+      config_(std::move(config)),
+      deliver_(std::move(deliver)),
+      tick_timer_(loop),
+      reconnect_timer_(loop),
+      tick_deadline_(loop) {}
+
+TargetBase::~TargetBase() = default;
+
+void TargetBase::Start() {
+  connecting_ = true;
+  Connect();
+}
+
+void TargetBase::Connected() {
+  connecting_ = false;
+  state_.connected = true;
+  state_.retries = 0;
+  ++state_.connects;
+  if (complainer_.Recovered()) {
+    spdlog::info("[target] {} {}: connected again after failures", config_.Name(), config_.uri);
+  } else {
+    spdlog::info("[target] {} {}: connected", config_.Name(), config_.uri);
+  }
+  NotifyState();
+  // Ticks on the period, the first at once.
+  uint64_t period_ms = std::max<uint64_t>(1, static_cast<uint64_t>(config_.period_s * 1000));
+  tick_timer_.Start(0, period_ms, [this] { OnTick(); });
+}
+
+void TargetBase::OnTick() {
+  if (!state_.connected) return;
+  if (tick_in_progress_) {
+    ++state_.ticks_skipped;
+    return;
+  }
+  tick_in_progress_ = true;
+  // A tick that never answers is a dead connection.
+  tick_deadline_.Start(timeout_ms(), 0, [this] {
+    if (tick_in_progress_) {
+      Failed(Status::Timeout("no reply within " + std::to_string(timeout_ms()) + " ms"));
+    }
+  });
+  Tick();
+}
+
+void TargetBase::Deliver(plugins::ParseResult result) {
+  tick_in_progress_ = false;
+  tick_deadline_.Stop();
+  ++state_.ticks;
+  if (deliver_) deliver_(WallClockNow(), std::move(result));
+}
+
+void TargetBase::Failed(const Status& st) {
+  tick_timer_.Stop();
+  tick_deadline_.Stop();
+  tick_in_progress_ = false;
+  bool was_connected = state_.connected;
+  state_.connected = false;
+  state_.last_error = st.message();
+  state_.last_error_clock = WallClockNow().clock;
+  ++state_.retries;
+  Disconnect();
+  int suppressed = 0;
+  if (complainer_.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
+    spdlog::warn("[target] {} {}: {}{} (attempt {}{})", config_.Name(), config_.uri,
+                 was_connected ? "connection lost: " : "", st.message(), state_.retries,
+                 suppressed > 0 ? ", " + std::to_string(suppressed) + " similar not logged" : "");
+  }
+  NotifyState();
+  ScheduleReconnect();
+}
+
+void TargetBase::ScheduleReconnect() {
+  double delay = config_.reconnect_base_s;
+  for (uint64_t i = 1; i < state_.retries && delay < config_.reconnect_max_s; ++i) delay *= 2;
+  delay = std::min(delay, config_.reconnect_max_s);
+  // +-20% jitter so that many targets failing together do not reconnect in step.
+  static thread_local std::minstd_rand rng{std::random_device{}()};
+  delay *= std::uniform_real_distribution<double>(0.8, 1.2)(rng);
+  reconnect_timer_.Start(static_cast<uint64_t>(delay * 1000), 0, [this] {
+    connecting_ = true;
+    Connect();
+  });
+}
+
+void TargetBase::NotifyState() {
+  if (on_state_) on_state_(*this);
+}
+
+}  // namespace trapline

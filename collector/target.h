@@ -1,0 +1,124 @@
+#pragma once
+// A target is one monitored service (a Linux host over SSH, a PostgreSQL instance, a Redis
+// instance) with one long-lived connection on the collector's loop. TargetBase holds what
+// every kind shares: the tick timer, reconnecting with backoff, the connection state kept for
+// the coordinator and the admin panel, and rate-limited complaints. A kind implements
+// Connect(), Tick() and Disconnect() and reports through Connected(), Failed() and
+// Deliver().
+//
+// Thread: the loop's. Lifetime: a target may be destroyed at any time; its handles close
+// through the RAII wrappers and no callback reaches it afterwards.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "collector/value_set.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/uv.h"
+#include "plugins/plugin.h"
+
+namespace trapline {
+
+struct TargetConfig {
+  std::string host;    // the Zabbix host name the values go to
+  std::string plugin;  // "linux", "postgresql", "redis"
+  std::string uri;     // ssh://user@host:port, postgresql://..., redis://user@host:port/db
+  // SSH
+  std::string identity;             // private key file (ed25519 or RSA)
+  std::string identity_passphrase;  // optional
+  bool use_agent = false;           // try ssh-agent ($SSH_AUTH_SOCK) before the key file
+  std::string known_hosts;          // required for SSH unless trust_on_first_use
+  bool trust_on_first_use = false;  // accept and record an unknown host key
+  double keepalive_s = 15;
+  // PostgreSQL and Redis
+  std::string password;       // inline (prefer password_file)
+  std::string password_file;  // first line is the password
+  // Sampling and reconnecting
+  double period_s = 1.0;
+  double timeout_s = 10.0;          // connect and per-tick request timeout
+  double reconnect_base_s = 1.0;    // first retry after this, doubling up to reconnect_max_s
+  double reconnect_max_s = 60.0;
+  // Plugin options ([target.<plugin>] table), as text.
+  std::map<std::string, std::string> options;
+
+  // "host/plugin", for logs.
+  std::string Name() const { return host + "/" + plugin; }
+};
+
+struct ConnectionState {
+  bool connected = false;
+  std::string last_error;        // empty if none yet
+  int64_t last_error_clock = 0;  // unix seconds
+  uint64_t retries = 0;          // consecutive failed attempts (0 when connected)
+  uint64_t connects = 0;         // successful connects so far
+  uint64_t ticks = 0;            // ticks answered
+  uint64_t ticks_skipped = 0;    // ticks skipped because the previous one was still running
+};
+
+// Current wall-clock time as Zabbix stores it.
+ZbxTime WallClockNow();
+
+class TargetBase {
+ public:
+  // Receives each tick's parse result, stamped with the time the reply arrived.
+  using DeliverFn = std::function<void(ZbxTime t, plugins::ParseResult result)>;
+
+  TargetBase(uv_loop_t* loop, TargetConfig config, DeliverFn deliver);
+  virtual ~TargetBase();
+  TargetBase(const TargetBase&) = delete;
+  TargetBase& operator=(const TargetBase&) = delete;
+
+  // Connects and starts sampling; reconnects by itself from then on.
+  void Start();
+  const ConnectionState& state() const { return state_; }
+  const TargetConfig& config() const { return config_; }
+  // Called after every change of state(): connected, failed, reconnecting.
+  void set_on_state(std::function<void(const TargetBase&)> fn) { on_state_ = std::move(fn); }
+
+ protected:
+  // Starts connecting; calls Connected() or Failed() later (or at once).
+  virtual void Connect() = 0;
+  // Sends one tick's requests; calls Deliver() (and TickDone()) or Failed() later.
+  // REQUIRES: connected, and no tick in progress.
+  virtual void Tick() = 0;
+  // Drops the connection and every pending request; no callback of the old connection may
+  // reach the target afterwards. Must be safe to call when not connected, and from inside a
+  // callback of the connection itself (Failed() calls it): never free a connection inside
+  // its own callback, mark it closed and free it later (e.g. in a close callback).
+  virtual void Disconnect() = 0;
+
+  void Connected();
+  // The connection or a request failed: disconnects and schedules a reconnect.
+  void Failed(const Status& st);
+  // One tick's result. Ends the tick.
+  void Deliver(plugins::ParseResult result);
+  // Ends a tick that delivered nothing.
+  void TickDone() { tick_in_progress_ = false; }
+
+  uv_loop_t* loop() const { return loop_; }
+  uint64_t timeout_ms() const { return static_cast<uint64_t>(config_.timeout_s * 1000); }
+
+ private:
+  void OnTick();
+  void ScheduleReconnect();
+  void NotifyState();
+
+  uv_loop_t* loop_;
+  TargetConfig config_;
+  DeliverFn deliver_;
+  std::function<void(const TargetBase&)> on_state_;
+  ConnectionState state_;
+  Timer tick_timer_;
+  Timer reconnect_timer_;
+  Timer tick_deadline_;
+  bool tick_in_progress_ = false;
+  bool connecting_ = false;
+  Complainer complainer_{std::chrono::seconds(60)};
+};
+
+}  // namespace trapline

@@ -1,0 +1,70 @@
+#pragma once
+// What a plugin is: it says what to ask a target and parses what comes back; the collector
+// does the I/O (STYLE.md). A plugin declares its metrics (with units, value type, gauge or
+// counter, compression interval) so that zabbix-sync can build the Zabbix side, and its
+// parsers turn captured text into readings. Parsers are pure functions: no I/O, no clocks.
+//
+// Naming: a metric belongs to an entity kind ("" for the host itself, or "cpu", "disk",
+// "filesystem", "interface", "database", "standby", "keyspace", ...). The Zabbix item key of
+// a reading is  <plugin>.<metric>  for host-level metrics and  <plugin>.<metric>[<entity>]
+// for per-entity ones, e.g. linux.cpu.user[cpu0], postgresql.db.size[postgres].
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace trapline::plugins {
+
+enum class MetricKind {
+  kGauge,    // sampled as is
+  kCounter,  // monotonic; the collector turns it into a per-second rate before compression
+};
+
+enum class ValueType {
+  kFloat,     // Zabbix value_type 0
+  kUnsigned,  // Zabbix value_type 3
+  kText,      // Zabbix value_type 4 (sent as is, not compressed)
+};
+
+struct MetricSpec {
+  std::string name;         // within the plugin, e.g. "cpu.user"; the key is derived from it
+  std::string entity_kind;  // "" for host-level metrics
+  std::string title;        // Zabbix item name, e.g. "CPU user time"; "{#ENTITY}" is replaced
+  std::string units;        // Zabbix units: "%", "B", "Bps", "/s", "s", ...
+  MetricKind kind = MetricKind::kGauge;
+  ValueType value_type = ValueType::kFloat;
+  int interval_s = 60;      // value-set compression interval
+  std::string description;  // one sentence for the Zabbix item description
+  // For counters: the per-second rate is multiplied by this (e.g. 512 for sectors -> bytes,
+  // 0.1 for jiffies at 100 Hz -> % of one CPU... as declared by the plugin).
+  double rate_scale = 1.0;
+};
+
+// One observation from a parser. `metric` is MetricSpec::name; `entity` is "" for host-level
+// metrics. For counters `value` is the raw counter; the collector computes rates.
+struct Reading {
+  std::string metric;
+  std::string entity;
+  double value = 0;
+  std::string text;  // for ValueType::kText only
+};
+
+// An entity a plugin found (a CPU, a disk, a database...): zabbix-sync creates its items.
+struct Entity {
+  std::string kind;
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> labels;  // e.g. {"mountpoint", "/"}
+};
+
+struct ParseResult {
+  std::vector<Reading> readings;
+  std::vector<Entity> entities;
+  std::vector<std::string> warnings;  // parts that could not be read (field missing, ...)
+};
+
+// The item key of a reading: "<plugin>.<metric>" or "<plugin>.<metric>[<entity>]"; an entity
+// with characters special to Zabbix keys (',', ']', '"', spaces...) is quoted.
+std::string ItemKey(std::string_view plugin, std::string_view metric, std::string_view entity);
+
+}  // namespace trapline::plugins

@@ -1,0 +1,744 @@
+#include "plugins/postgresql/postgresql.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace trapline::plugins::postgresql {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// The SQL. Privileges noted per statement; "any role" means readable without pg_monitor.
+// tests/fixtures/postgresql/queries_<major>.sql hold the exact text per major version (a unit
+// test compares them; the integration test runs them on a real server).
+
+// instance (any role): recovery state; the WAL position in bytes (the insert position on a
+// primary, the received one on a standby: pg_current_wal_lsn() fails during recovery, hence
+// the CASE); how far a standby's replay is behind (0 when it has replayed all it received);
+// archiver counters; the oldest datfrozenxid age over all databases, templates included
+// (wraparound does not spare them); uptime.
+constexpr std::string_view kInstanceSql =
+    "SELECT pg_is_in_recovery()::int AS in_recovery,\n"
+    "  pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery()\n"
+    "    THEN COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())\n"
+    "    ELSE pg_current_wal_lsn() END, '0/0')::bigint AS wal_bytes,\n"
+    "  CASE WHEN NOT pg_is_in_recovery() THEN NULL\n"
+    "    WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0\n"
+    "    ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())\n"
+    "    END::float8 AS replay_delay_s,\n"
+    "  a.archived_count::bigint AS archived_count,\n"
+    "  a.failed_count::bigint AS failed_count,\n"
+    "  (SELECT max(age(datfrozenxid)) FROM pg_database)::bigint AS oldest_xid_age,\n"
+    "  extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS uptime_s\n"
+    "FROM pg_stat_archiver a;\n";
+
+// activity (pg_monitor: without pg_read_all_stats, the rows of other roles' sessions and of
+// background processes have every column NULL, backend_type included, so a plain role counts
+// only its own sessions; `hidden` counts those rows so that the parser can say so). Client
+// backends only. Ages exclude this session; GREATEST(NULL, 0) is 0 when nothing is open.
+constexpr std::string_view kActivitySql =
+    "SELECT count(*)::bigint AS total,\n"
+    "  count(*) FILTER (WHERE state = 'active')::bigint AS active,\n"
+    "  count(*) FILTER (WHERE state = 'idle')::bigint AS idle,\n"
+    "  count(*) FILTER (WHERE state = 'idle in transaction')::bigint AS idle_in_transaction,\n"
+    "  count(*) FILTER (WHERE state = 'idle in transaction (aborted)')::bigint\n"
+    "    AS idle_in_transaction_aborted,\n"
+    "  count(*) FILTER (WHERE state = 'fastpath function call')::bigint AS fastpath,\n"
+    "  count(*) FILTER (WHERE state = 'disabled')::bigint AS disabled,\n"
+    "  count(*) FILTER (WHERE wait_event_type = 'Lock')::bigint AS waiting,\n"
+    "  current_setting('max_connections')::bigint AS max_connections,\n"
+    "  (SELECT count(*) FROM pg_stat_activity WHERE backend_type IS NULL)::bigint AS hidden,\n"
+    "  GREATEST(max(extract(epoch FROM now() - xact_start))\n"
+    "    FILTER (WHERE pid <> pg_backend_pid()), 0)::float8 AS max_xact_age_s,\n"
+    "  GREATEST(max(extract(epoch FROM now() - query_start))\n"
+    "    FILTER (WHERE state = 'active' AND pid <> pg_backend_pid()), 0)::float8\n"
+    "    AS max_query_age_s\n"
+    "FROM pg_stat_activity WHERE backend_type = 'client backend';\n";
+
+// locks (any role): every lock in pg_locks but this session's own, granted or awaited.
+constexpr std::string_view kLocksSql =
+    "SELECT count(*)::bigint AS total,\n"
+    "  count(*) FILTER (WHERE NOT granted)::bigint AS not_granted,\n"
+    "  count(*) FILTER (WHERE mode = 'AccessShareLock')::bigint AS access_share,\n"
+    "  count(*) FILTER (WHERE mode = 'RowShareLock')::bigint AS row_share,\n"
+    "  count(*) FILTER (WHERE mode = 'RowExclusiveLock')::bigint AS row_exclusive,\n"
+    "  count(*) FILTER (WHERE mode = 'ShareUpdateExclusiveLock')::bigint\n"
+    "    AS share_update_exclusive,\n"
+    "  count(*) FILTER (WHERE mode = 'ShareLock')::bigint AS share,\n"
+    "  count(*) FILTER (WHERE mode = 'ShareRowExclusiveLock')::bigint AS share_row_exclusive,\n"
+    "  count(*) FILTER (WHERE mode = 'ExclusiveLock')::bigint AS exclusive,\n"
+    "  count(*) FILTER (WHERE mode = 'AccessExclusiveLock')::bigint AS access_exclusive,\n"
+    "  count(*) FILTER (WHERE mode = 'SIReadLock')::bigint AS si_read\n"
+    "FROM pg_locks WHERE pid IS DISTINCT FROM pg_backend_pid();\n";
+
+// bgwriter, 12..16 (any role): pg_stat_bgwriter as is.
+constexpr std::string_view kBgwriterSql12 =
+    "SELECT checkpoints_timed::bigint AS checkpoints_timed,\n"
+    "  checkpoints_req::bigint AS checkpoints_req,\n"
+    "  checkpoint_write_time::float8 AS checkpoint_write_time,\n"
+    "  checkpoint_sync_time::float8 AS checkpoint_sync_time,\n"
+    "  buffers_checkpoint::bigint AS buffers_checkpoint,\n"
+    "  buffers_clean::bigint AS buffers_clean,\n"
+    "  maxwritten_clean::bigint AS maxwritten_clean,\n"
+    "  buffers_backend::bigint AS buffers_backend,\n"
+    "  buffers_alloc::bigint AS buffers_alloc\n"
+    "FROM pg_stat_bgwriter;\n";
+
+// bgwriter, 17+ (any role): the checkpointer's columns moved to pg_stat_checkpointer under new
+// names, and buffers_backend is gone: its nearest equivalent is the relation writes in
+// pg_stat_io of every process but the checkpointer and the background writer (the old counter
+// also counted relation extensions, pg_stat_io keeps those apart as `extends`). The columns
+// keep the 12..16 names, so the parser is the same for all versions.
+constexpr std::string_view kBgwriterSql17 =
+    "SELECT c.num_timed::bigint AS checkpoints_timed,\n"
+    "  c.num_requested::bigint AS checkpoints_req,\n"
+    "  c.write_time::float8 AS checkpoint_write_time,\n"
+    "  c.sync_time::float8 AS checkpoint_sync_time,\n"
+    "  c.buffers_written::bigint AS buffers_checkpoint,\n"
+    "  b.buffers_clean::bigint AS buffers_clean,\n"
+    "  b.maxwritten_clean::bigint AS maxwritten_clean,\n"
+    "  (SELECT COALESCE(sum(writes), 0) FROM pg_stat_io WHERE object = 'relation'\n"
+    "    AND backend_type NOT IN ('checkpointer', 'background writer'))::bigint\n"
+    "    AS buffers_backend,\n"
+    "  b.buffers_alloc::bigint AS buffers_alloc\n"
+    "FROM pg_stat_checkpointer c CROSS JOIN pg_stat_bgwriter b;\n";
+
+// replication (any role sees the rows; pg_monitor for their positions, state and lags, which
+// are NULL otherwise). Lag in bytes from this server's WAL position (received position when
+// this server is itself a standby with cascading standbys). Base backups are left out.
+constexpr std::string_view kReplicationSql =
+    "SELECT pid::bigint AS pid,\n"
+    "  application_name::text AS application_name,\n"
+    "  host(client_addr)::text AS client_addr,\n"
+    "  state::text AS state,\n"
+    "  pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery()\n"
+    "    THEN COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())\n"
+    "    ELSE pg_current_wal_lsn() END, replay_lsn)::bigint AS lag_bytes,\n"
+    "  extract(epoch FROM replay_lag)::float8 AS replay_lag_s\n"
+    "FROM pg_stat_replication WHERE state IS DISTINCT FROM 'backup' ORDER BY pid;\n";
+
+// databases (any role for the statistics; the size needs CONNECT on the database or
+// pg_read_all_stats: without either pg_database_size() raises an error, so it is not called
+// and the size is NULL). pg_database_size stats every file of the database: the one costly
+// part, as in every PostgreSQL monitor. Last, because a database dropped during the tick can
+// still make pg_database_size fail.
+constexpr std::string_view kDatabasesSql =
+    "SELECT d.datname::text AS datname,\n"
+    "  CASE WHEN has_database_privilege(d.oid, 'CONNECT')\n"
+    "    OR pg_has_role('pg_read_all_stats', 'USAGE')\n"
+    "    THEN pg_database_size(d.oid) END::bigint AS size_bytes,\n"
+    "  s.numbackends::bigint AS backends,\n"
+    "  s.xact_commit::bigint AS xact_commit,\n"
+    "  s.xact_rollback::bigint AS xact_rollback,\n"
+    "  s.blks_read::bigint AS blks_read,\n"
+    "  s.blks_hit::bigint AS blks_hit,\n"
+    "  s.tup_returned::bigint AS tup_returned,\n"
+    "  s.tup_fetched::bigint AS tup_fetched,\n"
+    "  s.tup_inserted::bigint AS tup_inserted,\n"
+    "  s.tup_updated::bigint AS tup_updated,\n"
+    "  s.tup_deleted::bigint AS tup_deleted,\n"
+    "  s.conflicts::bigint AS conflicts,\n"
+    "  s.temp_files::bigint AS temp_files,\n"
+    "  s.temp_bytes::bigint AS temp_bytes,\n"
+    "  s.deadlocks::bigint AS deadlocks,\n"
+    "  age(d.datfrozenxid)::bigint AS xid_age\n"
+    "FROM pg_database d LEFT JOIN pg_stat_database s ON s.datid = d.oid\n"
+    "WHERE NOT d.datistemplate AND d.datallowconn ORDER BY d.datname;\n";
+
+// ---------------------------------------------------------------------------------------------
+// Metric declarations
+
+MetricSpec Gauge(std::string name, std::string title, std::string units, std::string description,
+                 std::string entity_kind = "") {
+  MetricSpec m;
+  m.name = std::move(name);
+  m.entity_kind = std::move(entity_kind);
+  m.title = std::move(title);
+  m.units = std::move(units);
+  m.kind = MetricKind::kGauge;
+  m.value_type = ValueType::kFloat;
+  m.description = std::move(description);
+  return m;
+}
+
+MetricSpec Counter(std::string name, std::string title, std::string units, std::string description,
+                   std::string entity_kind = "", double rate_scale = 1.0) {
+  MetricSpec m = Gauge(std::move(name), std::move(title), std::move(units), std::move(description),
+                       std::move(entity_kind));
+  m.kind = MetricKind::kCounter;
+  m.rate_scale = rate_scale;
+  return m;
+}
+
+MetricSpec DbGauge(std::string name, std::string title, std::string units,
+                   std::string description) {
+  return Gauge(std::move(name), std::move(title), std::move(units), std::move(description),
+               "database");
+}
+
+MetricSpec DbCounter(std::string name, std::string title, std::string units,
+                     std::string description) {
+  return Counter(std::move(name), std::move(title), std::move(units), std::move(description),
+                 "database");
+}
+
+std::vector<MetricSpec> BuildMetrics() {
+  std::vector<MetricSpec> m = {
+      // instance
+      Gauge("recovery", "In recovery (standby)", "",
+            "1 while the server is a standby (pg_is_in_recovery()), 0 on a primary."),
+      Counter("wal.bytes", "WAL written", "Bps",
+              "Rate of the WAL position: pg_current_wal_lsn() on a primary, "
+              "pg_last_wal_receive_lsn() on a standby."),
+      Gauge("replication.replay_delay", "Standby replay delay", "s",
+            "On a standby: now() - pg_last_xact_replay_timestamp(), 0 when all WAL received "
+            "is replayed."),
+      Counter("archiver.archived", "WAL files archived per second", "/s",
+              "Rate of pg_stat_archiver.archived_count."),
+      Counter("archiver.failed", "WAL archiving failures per second", "/s",
+              "Rate of pg_stat_archiver.failed_count."),
+      Gauge("xid.oldest_age", "Oldest transaction ID age", "",
+            "max(age(datfrozenxid)) over all databases, templates included: wraparound is at "
+            "2^31."),
+      Gauge("uptime", "Uptime", "uptime", "now() - pg_postmaster_start_time()."),
+      // activity (client backends)
+      Gauge("connections.total", "Connections", "", "Client backends (pg_stat_activity)."),
+      Gauge("connections.active", "Connections active", "", "Client backends in state active."),
+      Gauge("connections.idle", "Connections idle", "", "Client backends in state idle."),
+      Gauge("connections.idle_in_transaction", "Connections idle in transaction", "",
+            "Client backends in state 'idle in transaction'."),
+      Gauge("connections.idle_in_transaction_aborted", "Connections idle in aborted transaction",
+            "", "Client backends in state 'idle in transaction (aborted)'."),
+      Gauge("connections.fastpath", "Connections in a fast-path call", "",
+            "Client backends in state 'fastpath function call'."),
+      Gauge("connections.disabled", "Connections with track_activities off", "",
+            "Client backends in state disabled."),
+      Gauge("connections.waiting", "Sessions waiting for a lock", "",
+            "Client backends whose wait_event_type is Lock."),
+      Gauge("connections.max", "Connections allowed", "", "The max_connections setting."),
+      Gauge("connections.used_pct", "Connections, % of max_connections", "%",
+            "Client backends / max_connections * 100."),
+      Gauge("transactions.max_age", "Longest open transaction", "s",
+            "now() - xact_start of the oldest open transaction of another client backend "
+            "(idle in transaction included); 0 when none."),
+      Gauge("queries.max_age", "Longest running query", "s",
+            "now() - query_start of the oldest active query of another client backend; 0 when "
+            "none."),
+      // locks
+      Gauge("locks.total", "Locks", "", "Rows of pg_locks (this session's own excluded)."),
+      Gauge("locks.not_granted", "Locks awaited", "", "Rows of pg_locks not granted."),
+  };
+  const std::pair<const char*, const char*> modes[] = {
+      {"access_share", "AccessShareLock"},
+      {"row_share", "RowShareLock"},
+      {"row_exclusive", "RowExclusiveLock"},
+      {"share_update_exclusive", "ShareUpdateExclusiveLock"},
+      {"share", "ShareLock"},
+      {"share_row_exclusive", "ShareRowExclusiveLock"},
+      {"exclusive", "ExclusiveLock"},
+      {"access_exclusive", "AccessExclusiveLock"},
+      {"si_read", "SIReadLock"},
+  };
+  for (const auto& [name, mode] : modes) {
+    m.push_back(Gauge(std::string("locks.") + name, std::string("Locks ") + mode, "",
+                      std::string("Rows of pg_locks in mode ") + mode + ", granted or awaited."));
+  }
+  std::vector<MetricSpec> more = {
+      // bgwriter / checkpointer
+      Counter("checkpoints.timed", "Checkpoints scheduled per second", "/s",
+              "Rate of checkpoints_timed (17+: pg_stat_checkpointer.num_timed)."),
+      Counter("checkpoints.requested", "Checkpoints requested per second", "/s",
+              "Rate of checkpoints_req (17+: pg_stat_checkpointer.num_requested)."),
+      Counter("checkpoints.write_time", "Checkpoint write time", "%",
+              "Rate of checkpoint_write_time (ms) as % of wall time (17+: write_time).", "", 0.1),
+      Counter("checkpoints.sync_time", "Checkpoint sync time", "%",
+              "Rate of checkpoint_sync_time (ms) as % of wall time (17+: sync_time).", "", 0.1),
+      Counter("buffers.checkpoint", "Buffers written by checkpoints per second", "/s",
+              "Rate of buffers_checkpoint (17+: pg_stat_checkpointer.buffers_written)."),
+      Counter("buffers.clean", "Buffers written by the background writer per second", "/s",
+              "Rate of pg_stat_bgwriter.buffers_clean."),
+      Counter("buffers.backend", "Buffers written by backends per second", "/s",
+              "Rate of buffers_backend (17+: relation writes in pg_stat_io by all but the "
+              "checkpointer and the background writer)."),
+      Counter("buffers.alloc", "Buffers allocated per second", "/s",
+              "Rate of pg_stat_bgwriter.buffers_alloc."),
+      Counter("bgwriter.maxwritten_clean", "Background writer stops per second", "/s",
+              "Rate of maxwritten_clean: cleaning scans stopped at bgwriter_lru_maxpages."),
+      // replication
+      Gauge("replication.standbys", "Standbys connected", "",
+            "WAL senders in pg_stat_replication, base backups excluded."),
+      Gauge("standby.lag_bytes", "Standby {#ENTITY} lag", "B",
+            "This server's WAL position minus the standby's replay_lsn.", "standby"),
+      Gauge("standby.lag_seconds", "Standby {#ENTITY} replay lag", "s",
+            "replay_lag of pg_stat_replication; 0 when NULL and caught up.", "standby"),
+      Gauge("standby.streaming", "Standby {#ENTITY} streaming", "",
+            "1 when the WAL sender's state is streaming, else 0.", "standby"),
+      // per database
+      DbGauge("db.size", "Database {#ENTITY} size", "B", "pg_database_size()."),
+      DbGauge("db.backends", "Database {#ENTITY} backends", "", "numbackends of pg_stat_database."),
+      DbCounter("db.commits", "Database {#ENTITY} commits per second", "/s",
+                "Rate of xact_commit."),
+      DbCounter("db.rollbacks", "Database {#ENTITY} rollbacks per second", "/s",
+                "Rate of xact_rollback."),
+      DbCounter("db.blocks_read", "Database {#ENTITY} blocks read per second", "/s",
+                "Rate of blks_read: blocks not found in shared buffers."),
+      DbCounter("db.blocks_hit", "Database {#ENTITY} buffer hits per second", "/s",
+                "Rate of blks_hit."),
+      DbGauge("db.cache_hit_ratio", "Database {#ENTITY} cache hit ratio", "%",
+              "blks_hit / (blks_hit + blks_read) * 100 since the statistics were reset; not "
+              "reported before the first block access."),
+      DbCounter("db.tuples_returned", "Database {#ENTITY} tuples returned per second", "/s",
+                "Rate of tup_returned."),
+      DbCounter("db.tuples_fetched", "Database {#ENTITY} tuples fetched per second", "/s",
+                "Rate of tup_fetched."),
+      DbCounter("db.tuples_inserted", "Database {#ENTITY} tuples inserted per second", "/s",
+                "Rate of tup_inserted."),
+      DbCounter("db.tuples_updated", "Database {#ENTITY} tuples updated per second", "/s",
+                "Rate of tup_updated."),
+      DbCounter("db.tuples_deleted", "Database {#ENTITY} tuples deleted per second", "/s",
+                "Rate of tup_deleted."),
+      DbCounter("db.conflicts", "Database {#ENTITY} recovery conflicts per second", "/s",
+                "Rate of conflicts (standbys only)."),
+      DbCounter("db.temp_files", "Database {#ENTITY} temporary files per second", "/s",
+                "Rate of temp_files."),
+      DbCounter("db.temp_bytes", "Database {#ENTITY} temporary file bytes", "Bps",
+                "Rate of temp_bytes."),
+      DbCounter("db.deadlocks", "Database {#ENTITY} deadlocks per second", "/s",
+                "Rate of deadlocks."),
+      DbGauge("db.xid_age", "Database {#ENTITY} transaction ID age", "",
+              "age(datfrozenxid) of the database."),
+  };
+  m.insert(m.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+
+// A column that maps 1:1 to a reading. `nullable`: NULL is an expected value (no warning).
+struct Column {
+  std::string_view column;
+  std::string_view metric;
+  bool nullable = false;
+};
+
+constexpr Column kInstanceColumns[] = {
+    {"in_recovery", "recovery"},
+    {"wal_bytes", "wal.bytes", true},  // a standby that has received nothing yet
+    {"replay_delay_s", "replication.replay_delay", true},  // NULL on a primary
+    {"archived_count", "archiver.archived"},
+    {"failed_count", "archiver.failed"},
+    {"oldest_xid_age", "xid.oldest_age"},
+    {"uptime_s", "uptime"},
+};
+
+constexpr Column kActivityColumns[] = {
+    {"total", "connections.total"},
+    {"active", "connections.active"},
+    {"idle", "connections.idle"},
+    {"idle_in_transaction", "connections.idle_in_transaction"},
+    {"idle_in_transaction_aborted", "connections.idle_in_transaction_aborted"},
+    {"fastpath", "connections.fastpath"},
+    {"disabled", "connections.disabled"},
+    {"waiting", "connections.waiting"},
+    {"max_connections", "connections.max"},
+    {"max_xact_age_s", "transactions.max_age"},
+    {"max_query_age_s", "queries.max_age"},
+};
+
+constexpr Column kLocksColumns[] = {
+    {"total", "locks.total"},
+    {"not_granted", "locks.not_granted"},
+    {"access_share", "locks.access_share"},
+    {"row_share", "locks.row_share"},
+    {"row_exclusive", "locks.row_exclusive"},
+    {"share_update_exclusive", "locks.share_update_exclusive"},
+    {"share", "locks.share"},
+    {"share_row_exclusive", "locks.share_row_exclusive"},
+    {"exclusive", "locks.exclusive"},
+    {"access_exclusive", "locks.access_exclusive"},
+    {"si_read", "locks.si_read"},
+};
+
+constexpr Column kBgwriterColumns[] = {
+    {"checkpoints_timed", "checkpoints.timed"},
+    {"checkpoints_req", "checkpoints.requested"},
+    {"checkpoint_write_time", "checkpoints.write_time"},
+    {"checkpoint_sync_time", "checkpoints.sync_time"},
+    {"buffers_checkpoint", "buffers.checkpoint"},
+    {"buffers_clean", "buffers.clean"},
+    {"maxwritten_clean", "bgwriter.maxwritten_clean"},
+    {"buffers_backend", "buffers.backend"},
+    {"buffers_alloc", "buffers.alloc"},
+};
+
+constexpr Column kDatabaseColumns[] = {
+    {"size_bytes", "db.size"},
+    {"backends", "db.backends"},
+    {"xact_commit", "db.commits"},
+    {"xact_rollback", "db.rollbacks"},
+    {"blks_read", "db.blocks_read"},
+    {"blks_hit", "db.blocks_hit"},
+    {"tup_returned", "db.tuples_returned"},
+    {"tup_fetched", "db.tuples_fetched"},
+    {"tup_inserted", "db.tuples_inserted"},
+    {"tup_updated", "db.tuples_updated"},
+    {"tup_deleted", "db.tuples_deleted"},
+    {"conflicts", "db.conflicts"},
+    {"temp_files", "db.temp_files"},
+    {"temp_bytes", "db.temp_bytes"},
+    {"deadlocks", "db.deadlocks"},
+    {"xid_age", "db.xid_age"},
+};
+
+// A whole string as a finite double ("12", "-1", "1.5e-05"); nothing else.
+std::optional<double> ParseNumber(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  double v = 0;
+  const char* end = s.data() + s.size();
+  auto [p, ec] = std::from_chars(s.data(), end, v);
+  if (ec != std::errc() || p != end || !std::isfinite(v)) return std::nullopt;
+  return v;
+}
+
+// A value quoted for a warning: bounded and printable.
+std::string Shown(std::string_view s) {
+  constexpr std::size_t kMax = 60;
+  std::string out = "'";
+  for (std::size_t i = 0; i < s.size() && i < kMax; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    out.push_back(c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '?');
+  }
+  if (s.size() > kMax) out += "...";
+  out += "'";
+  return out;
+}
+
+// The views each statement reads, for warnings that point at what to fix.
+std::string_view Views(std::size_t statement, int server_version) {
+  switch (statement) {
+    case 0:
+      return "pg_stat_archiver, pg_database";
+    case 1:
+      return "pg_stat_activity";
+    case 2:
+      return "pg_locks";
+    case 3:
+      return server_version >= 170000 ? "pg_stat_checkpointer, pg_stat_bgwriter, pg_stat_io"
+                                      : "pg_stat_bgwriter";
+    case 4:
+      return "pg_stat_replication";
+    default:
+      return "pg_database, pg_stat_database";
+  }
+}
+
+// Reads one result set: columns by name, warnings prefixed with the statement's name. A
+// warning kind (missing column, NULLs, unreadable values) is reported once per statement,
+// listing the columns concerned.
+class Statement {
+ public:
+  Statement(std::string_view name, const ResultSet& rs, ParseResult* out)
+      : name_(name), rs_(rs), out_(out) {}
+  ~Statement() { Flush(); }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+
+  // The index of a column, or -1 (remembered as missing).
+  int Index(std::string_view column) {
+    for (std::size_t i = 0; i < rs_.columns.size(); ++i) {
+      if (rs_.columns[i] == column) return static_cast<int>(i);
+    }
+    Note(&missing_, column);
+    return -1;
+  }
+
+  // The cell as text; nullopt for NULL, a missing column or a short row.
+  std::optional<std::string_view> Cell(std::size_t row, int index, bool nullable = true) {
+    if (index < 0 || row >= rs_.rows.size()) return std::nullopt;
+    const auto& r = rs_.rows[row];
+    const std::size_t i = static_cast<std::size_t>(index);
+    if (i >= r.size()) {
+      short_rows_ = true;
+      return std::nullopt;
+    }
+    if (!r[i]) {
+      if (!nullable) Note(&nulls_, rs_.columns[i]);
+      return std::nullopt;
+    }
+    return std::string_view(*r[i]);
+  }
+
+  std::optional<double> Number(std::size_t row, int index, bool nullable = false) {
+    auto cell = Cell(row, index, nullable);
+    if (!cell) return std::nullopt;
+    auto v = ParseNumber(*cell);
+    if (!v) Note(&unreadable_, rs_.columns[static_cast<std::size_t>(index)] + "=" + Shown(*cell));
+    return v;
+  }
+
+  // Readings of the 1:1 columns of one row.
+  void Direct(std::size_t row, const Column* columns, std::size_t n, std::string_view entity) {
+    for (std::size_t c = 0; c < n; ++c) {
+      int i = Index(columns[c].column);
+      if (auto v = Number(row, i, columns[c].nullable)) Add(columns[c].metric, *v, entity);
+    }
+  }
+
+  void Add(std::string_view metric, double value, std::string_view entity = {}) {
+    Reading r;
+    r.metric = std::string(metric);
+    r.entity = std::string(entity);
+    r.value = value;
+    out_->readings.push_back(std::move(r));
+  }
+
+  void Warn(const std::string& w) { out_->warnings.push_back(std::string(name_) + ": " + w); }
+
+ private:
+  static void Note(std::vector<std::string>* list, std::string_view what) {
+    if (std::find(list->begin(), list->end(), what) == list->end()) list->emplace_back(what);
+  }
+  static std::string List(const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s;
+  }
+  void Flush() {
+    if (!missing_.empty()) Warn("missing columns: " + List(missing_));
+    if (!nulls_.empty()) {
+      Warn("NULL in " + List(nulls_) + " (does the role lack pg_monitor?)");
+    }
+    if (!unreadable_.empty()) Warn("unreadable values: " + List(unreadable_));
+    if (short_rows_) Warn("rows shorter than the column list");
+  }
+
+  std::string_view name_;
+  const ResultSet& rs_;
+  ParseResult* out_;
+  std::vector<std::string> missing_;
+  std::vector<std::string> nulls_;
+  std::vector<std::string> unreadable_;
+  bool short_rows_ = false;
+};
+
+// A statement that returns exactly one row.
+bool OneRow(Statement& st, const ResultSet& rs) {
+  if (rs.rows.size() == 1) return true;
+  st.Warn("expected 1 row, got " + std::to_string(rs.rows.size()));
+  return false;
+}
+
+void ParseInstance(const ResultSet& rs, ParseResult* out) {
+  Statement st("instance", rs, out);
+  if (!OneRow(st, rs)) return;
+  st.Direct(0, kInstanceColumns, std::size(kInstanceColumns), "");
+}
+
+void ParseActivity(const ResultSet& rs, ParseResult* out) {
+  Statement st("activity", rs, out);
+  if (!OneRow(st, rs)) return;
+  st.Direct(0, kActivityColumns, std::size(kActivityColumns), "");
+  auto total = st.Number(0, st.Index("total"));
+  auto max = st.Number(0, st.Index("max_connections"));
+  if (total && max && *max > 0) st.Add("connections.used_pct", *total / *max * 100.0);
+  if (auto hidden = st.Number(0, st.Index("hidden")); hidden && *hidden > 0) {
+    st.Warn(std::to_string(static_cast<long long>(*hidden)) +
+            " sessions are hidden from this role (grant it pg_monitor): the connection "
+            "counts and ages cover only its own sessions");
+  }
+}
+
+void ParseLocks(const ResultSet& rs, ParseResult* out) {
+  Statement st("locks", rs, out);
+  if (!OneRow(st, rs)) return;
+  st.Direct(0, kLocksColumns, std::size(kLocksColumns), "");
+}
+
+void ParseBgwriter(const ResultSet& rs, ParseResult* out) {
+  Statement st("bgwriter", rs, out);
+  if (!OneRow(st, rs)) return;
+  st.Direct(0, kBgwriterColumns, std::size(kBgwriterColumns), "");
+}
+
+void ParseReplication(const ResultSet& rs, ParseResult* out) {
+  Statement st("replication", rs, out);
+  st.Add("replication.standbys", static_cast<double>(rs.rows.size()));
+  if (rs.rows.empty()) return;
+  const int app_i = st.Index("application_name");
+  const int addr_i = st.Index("client_addr");
+  const int pid_i = st.Index("pid");
+  const int state_i = st.Index("state");
+  const int lag_i = st.Index("lag_bytes");
+  const int lag_s_i = st.Index("replay_lag_s");
+
+  // Names: application_name; the client address when that is empty; "<name>@<address>" for
+  // standbys that share a name (the default "walreceiver"); the pid as a last resort.
+  std::vector<std::string> names(rs.rows.size());
+  std::map<std::string, int> uses;
+  for (std::size_t r = 0; r < rs.rows.size(); ++r) {
+    std::string app(st.Cell(r, app_i).value_or(""));
+    std::string addr(st.Cell(r, addr_i).value_or(""));
+    names[r] = !app.empty() ? app : addr;
+    ++uses[names[r]];
+  }
+  for (std::size_t r = 0; r < rs.rows.size(); ++r) {
+    std::string addr(st.Cell(r, addr_i).value_or(""));
+    if ((names[r].empty() || uses[names[r]] > 1) && !addr.empty() && names[r] != addr) {
+      names[r] = names[r].empty() ? addr : names[r] + "@" + addr;
+    }
+  }
+  uses.clear();
+  for (const auto& n : names) ++uses[n];
+  for (std::size_t r = 0; r < rs.rows.size(); ++r) {
+    if (names[r].empty() || uses[names[r]] > 1) {
+      std::string pid(st.Cell(r, pid_i).value_or(""));
+      if (pid.empty()) {
+        names[r].clear();  // nothing tells it apart: skipped below
+      } else {
+        names[r] = (names[r].empty() ? "pid" : names[r] + "#") + pid;
+      }
+    }
+  }
+
+  bool hidden = false;
+  bool unnamed = false;
+  std::set<std::string> seen;
+  for (std::size_t r = 0; r < rs.rows.size(); ++r) {
+    const std::string& name = names[r];
+    if (name.empty()) {
+      unnamed = true;
+      continue;
+    }
+    if (!seen.insert(name).second) {
+      st.Warn("standby name " + Shown(name) + " twice (same pid?): skipped");
+      continue;
+    }
+    auto state = st.Cell(r, state_i);
+    if (state) {
+      st.Add("standby.streaming", *state == "streaming" ? 1 : 0, name);
+    } else {
+      hidden = true;  // NULL without pg_read_all_stats
+    }
+    auto lag = st.Number(r, lag_i, true);
+    if (lag) st.Add("standby.lag_bytes", std::max(0.0, *lag), name);
+    if (auto s = st.Number(r, lag_s_i, true)) {
+      st.Add("standby.lag_seconds", std::max(0.0, *s), name);
+    } else if (lag && *lag <= 0 && state) {
+      st.Add("standby.lag_seconds", 0, name);  // NULL once caught up and idle
+    }
+    Entity e{"standby", name, {}};
+    e.labels.emplace_back("application_name", std::string(st.Cell(r, app_i).value_or("")));
+    e.labels.emplace_back("client_addr", std::string(st.Cell(r, addr_i).value_or("")));
+    out->entities.push_back(std::move(e));
+  }
+  if (hidden) st.Warn("standby details are NULL (does the role lack pg_monitor?)");
+  if (unnamed) st.Warn("standbys without application_name, client_addr or pid skipped");
+}
+
+void ParseDatabases(const ResultSet& rs, ParseResult* out) {
+  Statement st("databases", rs, out);
+  const int name_i = st.Index("datname");
+  if (name_i < 0) return;
+  const int read_i = st.Index("blks_read");
+  const int hit_i = st.Index("blks_hit");
+  std::set<std::string_view> seen;
+  for (std::size_t r = 0; r < rs.rows.size(); ++r) {
+    auto name = st.Cell(r, name_i, false);
+    if (!name || name->empty()) continue;
+    if (!seen.insert(*name).second) {
+      st.Warn("database " + Shown(*name) + " twice: skipped");
+      continue;
+    }
+    st.Direct(r, kDatabaseColumns, std::size(kDatabaseColumns), *name);
+    auto read = st.Number(r, read_i);
+    auto hit = st.Number(r, hit_i);
+    if (read && hit && *read >= 0 && *hit >= 0 && *read + *hit > 0) {
+      st.Add("db.cache_hit_ratio", *hit / (*read + *hit) * 100.0, *name);
+    }
+    out->entities.push_back(Entity{"database", std::string(*name), {}});
+  }
+}
+
+using StatementParser = void (*)(const ResultSet&, ParseResult*);
+constexpr StatementParser kParsers[] = {ParseInstance, ParseActivity,    ParseLocks,
+                                        ParseBgwriter, ParseReplication, ParseDatabases};
+static_assert(std::size(kParsers) == kStatementNames.size());
+
+std::string Major(int server_version) {
+  if (server_version >= 100000) return std::to_string(server_version / 10000);
+  return std::to_string(server_version / 10000) + "." + std::to_string(server_version / 100 % 100);
+}
+
+}  // namespace
+
+const std::vector<MetricSpec>& Metrics() {
+  static const std::vector<MetricSpec> metrics = BuildMetrics();
+  return metrics;
+}
+
+std::string UnsupportedVersionReason(int server_version) {
+  if (server_version <= 0) {
+    return "unknown server version " + std::to_string(server_version) +
+           " (PQserverVersion gives 0 when the connection is bad)";
+  }
+  if (server_version < kMinServerVersion) {
+    return "PostgreSQL " + Major(server_version) +
+           " is not supported: the queries are written for the statistics views of "
+           "PostgreSQL 12 and later (11 and older are past their end of life)";
+  }
+  return "";
+}
+
+std::string TickQueries(int server_version) {
+  if (!UnsupportedVersionReason(server_version).empty()) return "";
+  std::string sql;
+  sql.reserve(6000);
+  sql.append(kInstanceSql);
+  sql.append(kActivitySql);
+  sql.append(kLocksSql);
+  sql.append(server_version >= 170000 ? kBgwriterSql17 : kBgwriterSql12);
+  sql.append(kReplicationSql);
+  sql.append(kDatabasesSql);
+  return sql;
+}
+
+ParseResult ParseTick(int server_version, const std::vector<ResultSet>& results) {
+  ParseResult out;
+  if (std::string why = UnsupportedVersionReason(server_version); !why.empty()) {
+    out.warnings.push_back(std::move(why));
+    return out;
+  }
+  const std::size_t n = kStatementNames.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string name(kStatementNames[i]);
+    if (i >= results.size()) {
+      out.warnings.push_back(name + ": no result (" + std::string(Views(i, server_version)) +
+                             "; the query ended at an earlier error?)");
+      continue;
+    }
+    if (!results[i].error.empty()) {
+      std::string error = results[i].error;
+      while (!error.empty() && (error.back() == '\n' || error.back() == ' ')) error.pop_back();
+      out.warnings.push_back(name + " (" + std::string(Views(i, server_version)) +
+                             ") failed: " + error);
+      continue;
+    }
+    kParsers[i](results[i], &out);
+  }
+  if (results.size() > n) {
+    out.warnings.push_back(std::to_string(results.size() - n) + " unexpected extra result sets");
+  }
+  return out;
+}
+
+}  // namespace trapline::plugins::postgresql
