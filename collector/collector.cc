@@ -65,6 +65,8 @@ Result<TargetConfig> TargetConfigFromTable(ConfigTable* t) {
   TRAPLINE_ASSIGN_OR_RETURN(c.password, t->GetString("password", ""));
   TRAPLINE_ASSIGN_OR_RETURN(c.password_file, t->GetString("password_file", ""));
   TRAPLINE_ASSIGN_OR_RETURN(c.period_s, t->GetDouble("period", 1.0, 0.1, 3600));
+  TRAPLINE_ASSIGN_OR_RETURN(int64_t interval, t->GetInt("interval", 0, 0, 86400));
+  c.interval_s = static_cast<int>(interval);
   TRAPLINE_ASSIGN_OR_RETURN(c.timeout_s, t->GetDouble("timeout", 10, 0.1, 600));
   TRAPLINE_ASSIGN_OR_RETURN(c.reconnect_base_s, t->GetDouble("reconnect_base", 1, 0.1, 3600));
   TRAPLINE_ASSIGN_OR_RETURN(c.reconnect_max_s, t->GetDouble("reconnect_max", 60, 0.1, 86400));
@@ -162,7 +164,8 @@ Status Collector::Start() {
     auto running = std::make_unique<Running>();
     Running* r = running.get();
     const plugins::PluginInfo* plugin = plugins::FindPlugin(tc.plugin);
-    r->pipeline = std::make_unique<MetricPipeline>(tc.host, tc.plugin, &plugin->metrics());
+    r->pipeline =
+        std::make_unique<MetricPipeline>(tc.host, tc.plugin, &plugin->metrics(), tc.interval_s);
     auto target = MakeTarget(loop_, tc, [this, r](ZbxTime t, plugins::ParseResult result) {
       // A new connection: counters restart, so no rate spans the gap.
       if (r->target->state().connects != r->connects_seen) {

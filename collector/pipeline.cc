@@ -7,8 +7,8 @@
 namespace trapline {
 
 MetricPipeline::MetricPipeline(std::string host, std::string plugin,
-                               const std::vector<plugins::MetricSpec>* specs)
-    : host_(std::move(host)), plugin_(std::move(plugin)) {
+                               const std::vector<plugins::MetricSpec>* specs, int interval_s)
+    : host_(std::move(host)), plugin_(std::move(plugin)), interval_s_(interval_s) {
   for (const auto& s : *specs) specs_[s.name] = &s;
 }
 
@@ -28,7 +28,8 @@ MetricPipeline::Series* MetricPipeline::Find(const plugins::Reading& r) {
   }
   const plugins::MetricSpec* s = spec->second;
   Series fresh{s, plugins::ItemKey(plugin_, r.metric, r.entity), CounterRate(),
-               IntervalAccumulator(std::max(1, s->interval_s)), {}, false};
+               IntervalAccumulator(interval_s_ > 0 ? interval_s_ : std::max(1, s->interval_s)),
+               {}, false};
   return &series_.emplace(scratch_key_, std::move(fresh)).first->second;
 }
 

@@ -19,8 +19,9 @@ namespace trapline {
 class MetricPipeline {
  public:
   // `specs` must outlive the pipeline (plugins keep theirs in static storage).
+  // `interval_s` > 0 replaces every metric's own compression interval.
   MetricPipeline(std::string host, std::string plugin,
-                 const std::vector<plugins::MetricSpec>* specs);
+                 const std::vector<plugins::MetricSpec>* specs, int interval_s = 0);
 
   // One tick's readings, taken at `t`. Appends the values of intervals that closed to *out.
   void AddTick(ZbxTime t, const std::vector<plugins::Reading>& readings,
@@ -51,6 +52,7 @@ class MetricPipeline {
 
   std::string host_;
   std::string plugin_;
+  int interval_s_;
   std::unordered_map<std::string, const plugins::MetricSpec*> specs_;
   std::unordered_map<std::string, Series> series_;  // by metric + '\0' + entity
   std::string scratch_key_;

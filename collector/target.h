@@ -40,6 +40,7 @@ struct TargetConfig {
   std::string password_file;  // first line is the password
   // Sampling and reconnecting
   double period_s = 1.0;
+  int interval_s = 0;               // value-set interval for every metric; 0: each metric's own
   double timeout_s = 10.0;          // connect and per-tick request timeout
   double reconnect_base_s = 1.0;    // first retry after this, doubling up to reconnect_max_s
   double reconnect_max_s = 60.0;
