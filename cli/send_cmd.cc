@@ -52,6 +52,21 @@ constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitPartial = 2;
 
+// Reads the [sender] table of `path` over *opts. Keys the file does not set keep the one-shot
+// defaults already in *opts (not the collector's): a one-shot sender must not drop what it
+// read, nor retry rejected values for minutes, because the file did not mention it.
+Status LoadSenderConfig(const std::string& path, SenderOptions* opts) {
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable file, ConfigTable::LoadFile(path));
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * table, file.GetTable("sender"));
+  TRAPLINE_ASSIGN_OR_RETURN(SenderOptions from_file, SenderOptions::FromConfig(table));
+  TRAPLINE_RETURN_IF_ERROR(file.CheckKnown());
+  if (!table->Has("memory_values")) from_file.memory_values = opts->memory_values;
+  if (!table->Has("grace")) from_file.grace_ms = opts->grace_ms;
+  if (!table->Has("retry_interval")) from_file.retry_interval_ms = opts->retry_interval_ms;
+  *opts = from_file;
+  return Status::OK();
+}
+
 int RunSend(const SendFlags& f) {
   if (Status st = InitLogging(f.verbose >= 2 ? "debug" : f.verbose == 1 ? "info" : "warn");
       !st.ok()) {
@@ -78,23 +93,10 @@ int RunSend(const SendFlags& f) {
   opts.retry_interval_ms = 1000;
   opts.grace_ms = 0;
   if (!f.config.empty()) {
-    auto file = ConfigTable::LoadFile(f.config);
-    Result<SenderOptions> from_file = file.ok() ? Result<SenderOptions>(Status::OK()) : file.status();
-    bool sets_memory_values = false;
-    if (file.ok()) {
-      auto table = file->GetTable("sender");
-      from_file = table.ok() ? SenderOptions::FromConfig(*table) : Result<SenderOptions>(table.status());
-      sets_memory_values = table.ok() && (*table)->Has("memory_values");
-    }
-    Status st = from_file.ok() ? file->CheckKnown() : from_file.status();
-    if (!st.ok()) {
+    if (Status st = LoadSenderConfig(f.config, &opts); !st.ok()) {
       std::fprintf(stderr, "trapline send: %s\n", st.message().c_str());
       return kExitFailure;
     }
-    opts = from_file.value();
-    // The file's memory bound is the collector's default unless it sets one; a one-shot sender
-    // must not drop what it read because the file did not mention it.
-    if (!sets_memory_values) opts.memory_values = SIZE_MAX / 2;
   }
   auto given = [&](const char* name) { return f.cmd->count(name) > 0; };
   if (given("--zabbix-server")) opts.server = f.server;

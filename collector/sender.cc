@@ -140,12 +140,19 @@ void Sender::Overflow() {
   }
   size_t bound = std::max<size_t>(options_.memory_values, options_.batch_values);
   if (memory_.size() <= bound) return;
-  size_t drop = memory_.size() - bound;
+  // Drop down to 90% of the bound, so that a sustained overflow drops in chunks (one log line
+  // each, rate-limited) rather than one value per Enqueue.
+  size_t drop = memory_.size() - bound + bound / 10;
+  drop = std::min(drop, memory_.size());
   memory_.erase(memory_.begin(), memory_.begin() + static_cast<std::ptrdiff_t>(drop));
   counters_.dropped += drop;
-  spdlog::warn("[sender] memory bound of {} values reached and no spool: dropped the oldest {} "
-               "({} dropped in all); set [sender] spool_dir to keep them",
-               bound, drop, counters_.dropped);
+  static Complainer complainer(std::chrono::seconds(10));
+  int suppressed = 0;
+  if (complainer.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
+    spdlog::warn("[sender] memory bound of {} values reached and no spool: dropped the oldest {} "
+                 "({} dropped in all); set [sender] spool_dir to keep them",
+                 bound, drop, counters_.dropped);
+  }
 }
 
 void Sender::OnTick() {
@@ -257,6 +264,9 @@ void Sender::OnReply(std::unique_ptr<Batch> batch, Result<std::string> reply) {
   auto payload = DecodeFrame(reply.value());
   if (!payload.ok()) return OnTransportError(std::move(batch), payload.status());
   auto parsed = ParseSenderReply(payload.value());
+  // A "failed" response refuses the whole request (not single values): like a broken
+  // connection, the values are kept and the request retried with backoff, so nothing is lost
+  // while an operator fixes the server side.
   if (!parsed.ok()) return OnTransportError(std::move(batch), parsed.status());
   const SenderReply& r = parsed.value();
 
@@ -289,7 +299,10 @@ void Sender::OnTransportError(std::unique_ptr<Batch> batch, const Status& st) {
                                  : std::min(backoff_ms_ * 2, options_.backoff_max_ms);
   int suppressed = 0;
   if (UnreachableComplainer().ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
-    spdlog::warn("[sender] zabbix unreachable: {}; values kept and retried (next try in {} ms{})",
+    spdlog::warn("[sender] zabbix {}: {}; values kept and retried (next try in {} ms{})",
+                 st.code() == StatusCode::kProtocolError ? "answered out of protocol"
+                 : st.code() == StatusCode::kRejected    ? "refused the request"
+                                                         : "unreachable",
                  st.message(), backoff_ms_,
                  suppressed > 0 ? ", " + std::to_string(suppressed) + " similar errors not logged"
                                 : "");
@@ -300,7 +313,11 @@ void Sender::OnTransportError(std::unique_ptr<Batch> batch, const Status& st) {
   if (give_up_when_unreachable_ && drain_done_) {
     auto done = std::move(drain_done_);
     drain_done_ = nullptr;
-    done(Status::Unavailable("zabbix unreachable: " + st.message()));
+    done(Status::Unavailable(
+        (st.code() == StatusCode::kProtocolError ? "not a Zabbix reply: "
+         : st.code() == StatusCode::kRejected    ? "zabbix refused the request: "
+                                                 : "zabbix unreachable: ") +
+        st.message()));
   }
 }
 

@@ -19,8 +19,11 @@ tests/tools/postgres_target_driver (one PostgresTarget on a loop, JSON lines out
                                databases (the statement after it) are still delivered
   test_server_restart          stop + start, then SIGKILL + start on the same port: connection
                                lost, reconnect within the backoff, ticks resume
-  test_stuck_statements        pg_database locked for a while: tick deadline or statement
-                               timeout, no crash, ticks resume after, no pile-up of backends
+  test_stuck_statements        pg_database locked longer than a tick may take: tick deadline,
+                               connect deadline, no crash, ticks resume, no pile-up of backends
+  test_statement_timeout       a statement stuck on a lock is cancelled by the server's
+                               statement_timeout: a warning, the rest delivered, no reconnect
+  test_probe_cli               `trapline probe postgresql://...`: entities, values, auth error
   test_memory_per_connection   VmRSS over 200 connections, targets vs bare libpq connections
 """
 
@@ -36,7 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    BackgroundProc, Failure, check, fmt_argv, make_tmp, run_checks, say, wait_until)
+    BackgroundProc, Failure, check, fmt_argv, make_tmp, run_checks, say, trapline, wait_until)
 from harness import HOST, PostgresServer, free_port  # noqa: E402
 
 SUPER_PW = "super-pw"
@@ -507,6 +510,58 @@ def test_stuck_statements(ctx):
         bg.proc.kill9()
 
 
+def test_statement_timeout(ctx):
+    # timeout 10 s: statement_timeout 8 s. pg_database locked for 9 s: the statement that
+    # waits for it is cancelled by the server after 8 s, the others run once the lock is gone,
+    # and the tick still ends before its 10 s deadline: a warning, no reconnect.
+    bg = Background(ctx, ctx.uri(), "--password", MON_PW, "--timeout", "10", "--period", "0.2",
+                    seconds=30, name="statement-timeout")
+    try:
+        wait_until(lambda: len(bg.run().ticks) >= 2, 10, "two ticks")
+        env = dict(os.environ, PGPASSWORD=SUPER_PW)
+        cp = subprocess.run(
+            [f"{ctx.pg.bindir}/psql", "-X", "-q", "-h", HOST, "-p", str(ctx.pg.port), "-U",
+             "postgres", "-d", "postgres", "-c",
+             "BEGIN; LOCK TABLE pg_catalog.pg_database IN ACCESS EXCLUSIVE MODE; "
+             "SELECT pg_sleep(9); COMMIT;"], capture_output=True, text=True, env=env, timeout=30)
+        check(cp.returncode == 0, f"locker: {cp.stderr}")
+        wait_until(lambda: any("statement timeout" in w for w in bg.run().warnings), 5,
+                   "a statement-timeout warning")
+        r = bg.run()
+        say(f"warnings: {sorted(set(r.warnings))}")
+        ticks = len(r.ticks)
+        wait_until(lambda: len(bg.run().ticks) >= ticks + 2, 10, "ticks after the lock")
+        r = bg.run()
+        check([s["state"] for s in r.states] == ["connected"],
+              lambda: "the connection survived: " + r.describe())
+        check("postgresql.db.size[app1]" in r.readings_of_tick(-1), "full data after the lock")
+    finally:
+        bg.proc.kill9()
+
+
+def test_probe_cli(ctx):
+    """`trapline probe` runs the same PostgresTarget (collector.cc's MakeTarget)."""
+    uri = ctx.uri(db="app1")
+    cp = trapline("probe", uri, "--password-file", ctx.pwfile, "--seconds", "2.5", "--format",
+                  "json", timeout=30)
+    check(cp.returncode == 0, lambda: f"probe exit {cp.returncode}: {cp.stderr[-2000:]}")
+    lines = parse_lines(cp.stdout)
+    dbs = {x["name"] for x in lines if x.get("entity") == "database"}
+    check(dbs == {"postgres", "app1", "app2"}, f"probe entities {dbs}")
+    samples = {x["key"]: x["value"] for x in lines if "key" in x}
+    size = int(ctx.value("SELECT pg_database_size('app2')"))
+    check(samples.get("postgresql.db.size[app2]") == size,
+          f"probe db.size[app2] {samples.get('postgresql.db.size[app2]')} vs {size}")
+    check(samples.get("postgresql.connections.max") == 300, f"connections.max: {samples}")
+    bad = os.path.join(ctx.tmp, "bad.pw")
+    with open(bad, "w") as f:
+        f.write("wrong\n")
+    cp = trapline("probe", uri, "--password-file", bad, "--seconds", "2", timeout=30)
+    check(cp.returncode != 0 and
+          'password authentication failed for user "monitor"' in cp.stderr,
+          lambda: f"probe with a wrong password: exit {cp.returncode}, stderr {cp.stderr!r}")
+
+
 def test_memory_per_connection(ctx):
     n = 200
 
@@ -549,6 +604,8 @@ CHECKS = [
     test_without_pg_monitor,
     test_server_restart,
     test_stuck_statements,
+    test_statement_timeout,
+    test_probe_cli,
     test_memory_per_connection,
 ]
 

@@ -297,9 +297,12 @@ def test_spool_kill(ctx):
     n = 2000
     ids, values, fed = spool_items(z, "spool-host", 20, n)
     spool = ctx.path("spool-kill")
+    t0 = time.monotonic()
     z.stop_server()
     try:
-        say(f"zabbix server stopped; feeding {n} values through a pipe")
+        say(f"zabbix server stopped in {time.monotonic() - t0:.1f}s; feeding {n} values through "
+            "a pipe")
+        t0 = time.monotonic()
         p = BackgroundProc([trapline_bin()] + [str(a) for a in ctx.send_args(
             "-T", "-N", "-i", "-", "--spool", spool, "--memory-values", "0",
             "--retry-for", "600")], ctx.tmp, "spool-kill")
@@ -310,7 +313,7 @@ def test_spool_kill(ctx):
         check(spool_pending(spool) == n and spool_lines(spool) == n,
               f"spool holds {spool_pending(spool)} pending / {spool_lines(spool)} lines, "
               f"want {n}")
-        say(f"spool holds all {n} values; kill -9 {p.pid}")
+        say(f"spool holds all {n} values after {time.monotonic() - t0:.1f}s; kill -9 {p.pid}")
         p.kill9()
     finally:
         z.start_server()
@@ -324,9 +327,11 @@ def test_spool_kill(ctx):
           f"replay replies should process {n} values, none failed: {rs}")
     check(spool_pending(spool) == 0, f"spool not empty after the replay: "
                                      f"{spool_pending(spool)} values pending")
+    t0 = time.monotonic()
     rows = wait_history_counts(z, {i: len(v) for i, v in fed.items()}, 60)
     compare_stored("spool kill", fed, rows)
-    say(f"all {n} values in history once, across {len(fed)} items")
+    say(f"all {n} values in history once, across {len(fed)} items "
+        f"(history complete {time.monotonic() - t0:.1f}s after the replay)")
 
 
 def test_spool_kill_replay(ctx):
