@@ -16,6 +16,7 @@ namespace {
 struct CollectorFlags {
   std::string config;
   bool dry_run = false;
+  bool check_config = false;
   std::string log_level;
 };
 
@@ -24,6 +25,11 @@ int RunCollector(const CollectorFlags& f) {
   if (!options.ok()) {
     std::fprintf(stderr, "trapline collector: %s\n", options.status().message().c_str());
     return 1;
+  }
+  if (f.check_config) {
+    std::printf("%s: OK, %zu targets, sending to %s:%d\n", f.config.c_str(),
+                options->targets.size(), options->sender.server.c_str(), options->sender.port);
+    return 0;
   }
   std::string level = f.log_level.empty() ? options->log_level : f.log_level;
   if (Status st = InitLogging(level); !st.ok()) {
@@ -66,6 +72,7 @@ Runner AddCollectorCommand(CLI::App& app) {
       ->check(CLI::ExistingFile);
   cmd->add_flag("--dry-run", f->dry_run,
                 "Print values to stdout in zabbix_sender input format instead of sending them");
+  cmd->add_flag("--check-config", f->check_config, "Read and check the config file, then exit");
   cmd->add_option("--log-level", f->log_level, "trace, debug, info, warn, error (overrides the config)");
   return [f] { return RunCollector(*f); };
 }

@@ -155,6 +155,17 @@ perod = 1
     check(len(cp.stderr.strip().splitlines()) == 1, "one-line reason")
 
 
+def check_sample_config_is_valid(ctx):
+    sample = os.path.join(os.environ.get("TRAPLINE_SOURCE", "."), "deploy", "collector.toml")
+    cp = trapline("collector", "--config", sample, "--check-config", timeout=20)
+    check(cp.returncode == 0, describe_cp(cp))
+    check("OK, 3 targets" in cp.stdout, cp.stdout)
+
+
+def describe_cp(cp):
+    return f"exit {cp.returncode}\nstdout: {cp.stdout[-1000:]}\nstderr: {cp.stderr[-1000:]}"
+
+
 def check_probe_redis(ctx):
     ctx["redis"].command("SET", "probe-key", "v", password=PASSWORD)
     cp = trapline("probe", f"redis://:{PASSWORD}@127.0.0.1:{ctx['redis'].port}", "--seconds", "2.5",
@@ -172,4 +183,5 @@ if __name__ == "__main__":
                                  check_values_reach_zabbix_and_resume_after_restart,
                                  check_wrong_password_does_not_stop_other_targets,
                                  check_bad_config_key_is_named,
+                                 check_sample_config_is_valid,
                                  check_probe_redis], setup=setup, teardown=teardown))
