@@ -139,7 +139,7 @@ int RunProbe(const ProbeFlags& f) {
   // The first failure ends the probe: an operator wants the reason, not retries.
   target->set_on_state([&](const TargetBase& t) {
     if (!t.state().connected && !t.state().last_error.empty()) {
-      std::fprintf(stderr, "trapline probe: %s: %s\n", f.uri.c_str(), t.state().last_error.c_str());
+      std::fprintf(stderr, "trapline probe: %s: %s\n", RedactUri(f.uri).c_str(), t.state().last_error.c_str());
       exit_code = 1;
       loop.Stop();
     }
@@ -151,7 +151,7 @@ int RunProbe(const ProbeFlags& f) {
   loop.Run();
   target.reset();
   if (exit_code == 0 && !got_data) {
-    std::fprintf(stderr, "trapline probe: %s: no data within %.1f s\n", f.uri.c_str(), f.seconds);
+    std::fprintf(stderr, "trapline probe: %s: no data within %.1f s\n", RedactUri(f.uri).c_str(), f.seconds);
     exit_code = 1;
   }
   return exit_code;

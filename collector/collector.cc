@@ -219,7 +219,7 @@ void Collector::Stop() {
 std::vector<Collector::TargetStatus> Collector::Targets() const {
   std::vector<TargetStatus> out;
   for (const auto& r : targets_) {
-    out.push_back({r->target->config().Name(), r->target->config().uri, r->target->state()});
+    out.push_back({r->target->config().Name(), RedactUri(r->target->config().uri), r->target->state()});
   }
   return out;
 }

@@ -8,6 +8,10 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -168,6 +172,74 @@ std::string Mpint(std::string_view be) {
   if (i < be.size() && (static_cast<unsigned char>(be[i]) & 0x80) != 0) out.push_back('\0');
   out.append(be.substr(i));
   return out;
+}
+
+std::string RsaSha2BlobFromSshRsa(std::string_view blob) {
+  Reader r(blob);
+  std::string_view type;
+  if (!r.String(&type) || type != "ssh-rsa") return {};
+  std::string out;
+  PutString(&out, kRsaSha2Algorithm);
+  out.append(blob.substr(4 + type.size()));
+  return out;
+}
+
+Result<std::string> AgentSignRsaSha2(const std::string& agent_socket, std::string_view key_blob,
+                                     std::string_view data) {
+  constexpr uint8_t kSignRequest = 13, kSignResponse = 14;
+  constexpr uint32_t kRsaSha2_512 = 4;  // SSH_AGENT_RSA_SHA2_512
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (agent_socket.empty() || agent_socket.size() >= sizeof addr.sun_path) {
+    return Status::InvalidArgument("ssh-agent socket path \"" + agent_socket + "\" unusable");
+  }
+  std::memcpy(addr.sun_path, agent_socket.data(), agent_socket.size());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::IoError(std::string("socket: ") + std::strerror(errno));
+  std::unique_ptr<int, void (*)(int*)> guard(&fd, [](int* f) { ::close(*f); });
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    return Status::Unavailable("ssh-agent " + agent_socket + ": " + std::strerror(errno));
+  }
+  std::string body(1, static_cast<char>(kSignRequest));
+  PutString(&body, key_blob);
+  PutString(&body, data);
+  body.append({0, 0, 0, static_cast<char>(kRsaSha2_512)});
+  std::string msg;
+  PutString(&msg, body);
+  for (size_t off = 0; off < msg.size();) {
+    ssize_t n = ::send(fd, msg.data() + off, msg.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Status::IoError(std::string("ssh-agent write: ") + std::strerror(errno));
+    off += static_cast<size_t>(n);
+  }
+  auto read_exact = [fd](char* p, size_t len) {
+    for (size_t off = 0; off < len;) {
+      ssize_t n = ::read(fd, p + off, len - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return true;
+  };
+  char len_be[4];
+  if (!read_exact(len_be, 4)) return Status::IoError("ssh-agent closed the connection");
+  uint32_t len = 0;
+  Reader(std::string_view(len_be, 4)).U32(&len);
+  if (len == 0 || len > 256 * 1024) return Status::ProtocolError("ssh-agent: bad reply length");
+  std::string reply(len, '\0');
+  if (!read_exact(reply.data(), len)) return Status::IoError("ssh-agent closed the connection");
+  if (static_cast<uint8_t>(reply[0]) != kSignResponse) {
+    return Status::Rejected("ssh-agent refused to sign with " + std::string(kRsaSha2Algorithm));
+  }
+  Reader r(std::string_view(reply).substr(1));
+  std::string_view sig_blob, alg, sig;
+  if (!r.String(&sig_blob)) return Status::ProtocolError("ssh-agent: malformed signature");
+  Reader sr(sig_blob);
+  if (!sr.String(&alg) || !sr.String(&sig) || alg != kRsaSha2Algorithm) {
+    return Status::ProtocolError("ssh-agent: signed with " + std::string(alg) + ", not " +
+                                 std::string(kRsaSha2Algorithm));
+  }
+  return std::string(sig);
 }
 
 Result<std::unique_ptr<RsaSha2Signer>> RsaSha2Signer::Load(const std::string& path,

@@ -52,6 +52,13 @@ class RsaSha2Signer {
   std::string blob_;
 };
 
+// ssh-agent keys: the same trick. The blob sent is the agent's "ssh-rsa" blob retyped, and the
+// agent signs with SSH_AGENT_RSA_SHA2_512 (its protocol, over `agent_socket`, blocking: a
+// local unix socket). Returns the bare signature.
+std::string RsaSha2BlobFromSshRsa(std::string_view ssh_rsa_blob);  // "" if not ssh-rsa
+Result<std::string> AgentSignRsaSha2(const std::string& agent_socket, std::string_view key_blob,
+                                     std::string_view data);
+
 // Pure parts, for tests.
 // Standard base64 decoding; whitespace is skipped; false on anything else that is not base64.
 bool Base64Decode(std::string_view text, std::string* out);

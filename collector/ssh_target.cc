@@ -121,6 +121,44 @@ int RsaSha2Sign(LIBSSH2_SESSION*, unsigned char** sig, size_t* sig_len, const un
   return 0;
 }
 
+// Parse() warns "<path>: not read" for every file missing from its map. Files this target
+// already explained (absent for the session, logged once; or failed this tick, with the
+// reason) need no second warning.
+void DropNotReadWarnings(const std::vector<std::string>& explained,
+                         std::vector<std::string>* warnings) {
+  if (explained.empty()) return;
+  constexpr std::string_view kSuffix = ": not read";
+  std::erase_if(*warnings, [&](const std::string& w) {
+    if (w.size() <= kSuffix.size() || w.compare(w.size() - kSuffix.size(), kSuffix.size(),
+                                                kSuffix) != 0) {
+      return false;
+    }
+    std::string_view path(w.data(), w.size() - kSuffix.size());
+    return std::find(explained.begin(), explained.end(), path) != explained.end();
+  });
+}
+
+// The same for ssh-agent RSA keys: *abstract is the AgentRsa of the connection.
+struct AgentRsa {
+  std::string socket;    // $SSH_AUTH_SOCK
+  std::string key_blob;  // the agent's "ssh-rsa" blob, which names the key to the agent
+};
+int AgentRsaSha2Sign(LIBSSH2_SESSION*, unsigned char** sig, size_t* sig_len,
+                     const unsigned char* data, size_t data_len, void** abstract) noexcept {
+  const auto* a = static_cast<const AgentRsa*>(*abstract);
+  auto s = ssh::AgentSignRsaSha2(a->socket, a->key_blob,
+                                 std::string_view(reinterpret_cast<const char*>(data), data_len));
+  if (!s.ok()) {
+    spdlog::debug("[ssh] {}", s.status().message());
+    return -1;
+  }
+  *sig = static_cast<unsigned char*>(std::malloc(s->size()));
+  if (*sig == nullptr) return -1;
+  std::memcpy(*sig, s->data(), s->size());
+  *sig_len = s->size();
+  return 0;
+}
+
 void InitLibssh2Once() {
   static std::once_flag once;
   std::call_once(once, [] { (void)libssh2_init(0); });
@@ -172,6 +210,10 @@ struct SshTarget::Conn {
   LIBSSH2_AGENT* agent = nullptr;
   libssh2_agent_publickey* identity = nullptr;
   std::string agent_errors;
+  // An RSA identity of the agent is tried as rsa-sha2-512 first (ssh_keys.h).
+  AgentRsa agent_rsa;
+  void* agent_rsa_abstract = &agent_rsa;
+  std::string agent_rsa_blob;  // the retyped blob; empty: not RSA, or already tried
   // An RSA key file signs with rsa-sha2-512 through our callback first (ssh_keys.h).
   bool key_loaded = false;
   std::unique_ptr<ssh::RsaSha2Signer> rsa;
@@ -284,6 +326,26 @@ Status SshTarget::Validate(const TargetConfig& config) {
   return Status::OK();
 }
 
+const char* SshTarget::PhaseName(Phase p) {
+  switch (p) {
+    case Phase::kIdle: return "idle";
+    case Phase::kResolving: return "resolving the name";
+    case Phase::kConnecting: return "TCP connect";
+    case Phase::kHandshake: return "SSH handshake";
+    case Phase::kAgent: return "ssh-agent authentication";
+    case Phase::kAuthKey: return "key authentication";
+    case Phase::kSftpChannel: return "opening a channel";
+    case Phase::kSftpSubsystem: return "sftp subsystem request";
+    case Phase::kSftpVersion: return "SFTP version exchange";
+    case Phase::kSftpOpen: return "opening the files";
+    case Phase::kDropSftpChannel: return "closing the SFTP channel";
+    case Phase::kExecChannel: return "opening a channel for the fallback";
+    case Phase::kExec: return "starting the fallback command";
+    case Phase::kReady: return "ready";
+  }
+  return "?";
+}
+
 std::string SshTarget::Where() const { return ssh::KnownHostsName(uri_.host, uri_.port); }
 
 std::string SshTarget::AuthFailure(const std::string& detail) const {
@@ -309,7 +371,8 @@ void SshTarget::Connect() {
   connect_deadline_.Start(timeout_ms(), 0, [this] {
     if (conn_ && conn_->phase != Phase::kReady) {
       Failed(Status::Timeout("SSH session to " + Where() + " not ready within " +
-                             std::to_string(timeout_ms()) + " ms"));
+                             std::to_string(timeout_ms()) + " ms (stuck at: " +
+                             PhaseName(conn_->phase) + ")"));
     }
   });
 
@@ -563,21 +626,39 @@ Status SshTarget::CheckHostKey() {
     return Status::Internal("cannot format the known_hosts line of " + name + ": " +
                             LastError(c->session));
   }
+  std::string text(line, line_len);
+  if (file_exists) {
+    // A last line without its newline would swallow ours.
+    auto old = ReadWholeFile(file);
+    if (old.ok() && !old->empty() && old->back() != '\n') text.insert(0, "\n");
+  }
   int fd = ::open(file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) {
     return Status::IoError("cannot record the host key of " + name + " in " + file + ": " +
                            std::strerror(errno));
   }
-  ssize_t w = ::write(fd, line, line_len);
+  ssize_t w = ::write(fd, text.data(), text.size());
   int werr = errno;
   ::close(fd);
-  if (w != static_cast<ssize_t>(line_len)) {
+  if (w != static_cast<ssize_t>(text.size())) {
     return Status::IoError("cannot record the host key of " + name + " in " + file + ": " +
                            std::strerror(werr));
   }
   spdlog::warn("[ssh] {}: unknown host key {} trusted on first use and added to {}", name,
                fingerprint, file);
   return Status::OK();
+}
+
+// Sets up the rsa-sha2-512 attempt for the current agent identity when it is an RSA key.
+void SshTarget::PrepareAgentIdentity(Conn* c) {
+  c->agent_rsa_blob.clear();
+  if (c->identity == nullptr) return;
+  std::string_view blob(reinterpret_cast<const char*>(c->identity->blob), c->identity->blob_len);
+  c->agent_rsa_blob = ssh::RsaSha2BlobFromSshRsa(blob);
+  if (c->agent_rsa_blob.empty()) return;
+  const char* sock = std::getenv("SSH_AUTH_SOCK");
+  c->agent_rsa.socket = sock != nullptr ? sock : "";
+  c->agent_rsa.key_blob.assign(blob);
 }
 
 Status SshTarget::StepAgent(bool* again) {
@@ -596,8 +677,24 @@ Status SshTarget::StepAgent(bool* again) {
       c->agent_errors = "ssh-agent has no identities";
       c->identity = nullptr;
     }
+    PrepareAgentIdentity(c);
   }
   while (c->identity != nullptr) {
+    if (!c->agent_rsa_blob.empty()) {
+      int rc = libssh2_userauth_publickey(
+          c->session, uri_.user.c_str(),
+          reinterpret_cast<const unsigned char*>(c->agent_rsa_blob.data()),
+          c->agent_rsa_blob.size(), AgentRsaSha2Sign, &c->agent_rsa_abstract);
+      if (rc == LIBSSH2_ERROR_EAGAIN) {
+        *again = true;
+        return Status::OK();
+      }
+      c->agent_rsa_blob.clear();  // tried; next comes libssh2's own ssh-rsa attempt
+      if (rc == 0) {
+        c->phase = Phase::kSftpChannel;
+        return Status::OK();
+      }
+    }
     int rc = libssh2_agent_userauth(c->agent, uri_.user.c_str(), c->identity);
     if (rc == LIBSSH2_ERROR_EAGAIN) {
       *again = true;
@@ -612,6 +709,7 @@ Status SshTarget::StepAgent(bool* again) {
     libssh2_agent_publickey* next = nullptr;
     if (libssh2_agent_get_identity(c->agent, &next, c->identity) != 0) next = nullptr;
     c->identity = next;
+    PrepareAgentIdentity(c);
     if (next == nullptr) c->agent_errors = "no ssh-agent identity was accepted";
   }
   if (config().identity.empty()) return Status::Rejected(AuthFailure(c->agent_errors));
@@ -952,10 +1050,12 @@ void SshTarget::Pump() {
       connect_deadline_.Stop();
       c->healthy = true;
       stats_.sftp = c->sftp;
-      libssh2_keepalive_config(c->session, 1,
-                               static_cast<unsigned>(std::max(1.0, config().keepalive_s)));
-      keepalive_.Start(static_cast<uint64_t>(std::max(1.0, config().keepalive_s) * 1000), 0,
-                       [this] { SendKeepalive(); });
+      if (config().keepalive_s > 0) {  // 0 or less: no keepalives
+        libssh2_keepalive_config(c->session, 1,
+                                 static_cast<unsigned>(std::max(1.0, config().keepalive_s)));
+        keepalive_.Start(static_cast<uint64_t>(std::max(1.0, config().keepalive_s) * 1000), 0,
+                         [this] { SendKeepalive(); });
+      }
       WatchSocket();
       Connected();
       return;
@@ -973,9 +1073,12 @@ void SshTarget::WatchSocket() {
     int dirs = c->session != nullptr ? libssh2_session_block_directions(c->session) : 0;
     r = (dirs & LIBSSH2_SESSION_BLOCK_INBOUND) != 0;
     w = (dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND) != 0;
-    // Ready: always watch for replies and for the peer going away. Waiting with no direction
-    // (e.g. a channel window to be reopened by the peer) is waiting to read.
-    if (c->phase == Phase::kReady || (!r && !w)) r = true;
+    // Ready and not in the middle of a write: always watch for replies and for the peer going
+    // away. While a write is half done, only what libssh2 asks for (PumpReady() does nothing
+    // but retry the write then, so an unrequested readable socket would spin). Waiting with no
+    // direction (e.g. for the peer to reopen a channel window) is waiting to read.
+    bool writing = c->out_pos < c->out.size();
+    if ((c->phase == Phase::kReady && !writing) || (!r && !w)) r = true;
   }
   Status st = c->watcher->Watch(r, w);
   if (!st.ok()) Failed(st);
@@ -1314,10 +1417,13 @@ void SshTarget::DeliverSftpTick() {
     }
   }
   plugins::ParseResult result = linuxhost::Parse(files_, fs_, filters_);
+  std::vector<std::string> explained = stats_.absent;
   for (FileSlot& s : c->slots) {
     auto it = files_.find(s.path);
     if (it != files_.end()) it->second.swap(s.content);
+    if (s.state == FileSlot::State::kFailed) explained.push_back(s.path);
   }
+  DropNotReadWarnings(explained, &result.warnings);
   result.warnings.insert(result.warnings.end(), std::make_move_iterator(warnings.begin()),
                          std::make_move_iterator(warnings.end()));
   stats_.last_tick_round_trips = round_trips;
@@ -1390,6 +1496,7 @@ void SshTarget::DeliverStreamTick() {
     }
   }
   plugins::ParseResult result = linuxhost::Parse(files, fs_, filters_);
+  DropNotReadWarnings(stats_.absent, &result.warnings);
   result.warnings.insert(result.warnings.end(), std::make_move_iterator(warnings.begin()),
                          std::make_move_iterator(warnings.end()));
   stats_.last_tick_round_trips = 1;

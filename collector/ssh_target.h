@@ -26,6 +26,10 @@
 // Deliver(). Filesystem space is asked every kStreamStatfsEvery ticks only (it is the one
 // place where the script starts a process: `stat -f`).
 //
+// Keepalives: every TargetConfig::keepalive_s (<= 0: none) when no tick is in progress,
+// libssh2_keepalive_send() (a global request the server answers); a dead peer then shows as a
+// socket error or as the next tick's timeout.
+//
 // Errors: connection refused/unreachable, DNS failures, auth failures, an unknown or
 // mismatching host key, a dead session (EOF, reset, keepalive or tick timeout) end in
 // Failed(status); TargetBase logs it, rate-limited, and reconnects with backoff. A file that
@@ -125,6 +129,7 @@ class SshTarget : public TargetBase {
   Status FinishTcp(bool* again);
   Status CheckHostKey();
   Status StepAgent(bool* again);
+  void PrepareAgentIdentity(Conn* c);
   Status StepAuthKey(bool* again);
   Status StepSftpVersion(bool* again);
   Status StepSftpOpen(bool* again);
@@ -142,7 +147,8 @@ class SshTarget : public TargetBase {
   void WatchSocket();
   void SendKeepalive();
 
-  std::string Where() const;  // "ssh://user@host:port" for messages
+  static const char* PhaseName(Phase p);
+  std::string Where() const;  // "[host]:port" (or "host" for port 22) for messages
   std::string AuthFailure(const std::string& detail) const;
 
   Status config_status_;

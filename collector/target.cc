@@ -7,6 +7,17 @@
 
 namespace trapline {
 
+std::string RedactUri(const std::string& uri) {
+  size_t scheme = uri.find("://");
+  size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+  size_t at = uri.find('@', start);
+  size_t end = uri.find_first_of("/?", start);
+  if (at == std::string::npos || (end != std::string::npos && at > end)) return uri;
+  size_t colon = uri.find(':', start);
+  if (colon == std::string::npos || colon > at) return uri;
+  return uri.substr(0, colon + 1) + "***" + uri.substr(at);
+}
+
 ZbxTime WallClockNow() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -34,14 +45,17 @@ void TargetBase::Connected() {
   state_.retries = 0;
   ++state_.connects;
   if (complainer_.Recovered()) {
-    spdlog::info("[target] {} {}: connected again after failures", config_.Name(), config_.uri);
+    spdlog::info("[target] {} {}: connected again after failures", config_.Name(), RedactUri(config_.uri));
   } else {
-    spdlog::info("[target] {} {}: connected", config_.Name(), config_.uri);
+    spdlog::info("[target] {} {}: connected", config_.Name(), RedactUri(config_.uri));
   }
   NotifyState();
-  // Ticks on the period, the first at once.
+  // Ticks on the period. The first comes at a random point of the first period, so that many
+  // targets connected together do not all tick in the same loop iteration (a lag spike).
   uint64_t period_ms = std::max<uint64_t>(1, static_cast<uint64_t>(config_.period_s * 1000));
-  tick_timer_.Start(0, period_ms, [this] { OnTick(); });
+  static thread_local std::minstd_rand phase_rng{std::random_device{}()};
+  uint64_t phase = std::uniform_int_distribution<uint64_t>(0, period_ms - 1)(phase_rng);
+  tick_timer_.Start(phase, period_ms, [this] { OnTick(); });
 }
 
 void TargetBase::OnTick() {
@@ -79,7 +93,7 @@ void TargetBase::Failed(const Status& st) {
   Disconnect();
   int suppressed = 0;
   if (complainer_.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
-    spdlog::warn("[target] {} {}: {}{} (attempt {}{})", config_.Name(), config_.uri,
+    spdlog::warn("[target] {} {}: {}{} (attempt {}{})", config_.Name(), RedactUri(config_.uri),
                  was_connected ? "connection lost: " : "", st.message(), state_.retries,
                  suppressed > 0 ? ", " + std::to_string(suppressed) + " similar not logged" : "");
   }

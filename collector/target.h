@@ -61,6 +61,9 @@ struct ConnectionState {
   uint64_t ticks_skipped = 0;    // ticks skipped because the previous one was still running
 };
 
+// The URI with any password replaced by "***", for logs and status.
+std::string RedactUri(const std::string& uri);
+
 // Current wall-clock time as Zabbix stores it.
 ZbxTime WallClockNow();
 

@@ -37,7 +37,7 @@ struct MetricSpec {
   int interval_s = 60;      // value-set compression interval
   std::string description;  // one sentence for the Zabbix item description
   // For counters: the per-second rate is multiplied by this (e.g. 512 for sectors -> bytes,
-  // 0.1 for jiffies at 100 Hz -> % of one CPU... as declared by the plugin).
+  // 1.0 for jiffies at USER_HZ=100, whose rate already is % of one CPU).
   double rate_scale = 1.0;
 };
 

@@ -84,9 +84,9 @@ void ParseStat(std::string_view t, const Filters& filters, ParseResult* out) {
       int n = 0;
       bool bad = false;
       while (n < kCpuFields) {
-        std::string_view tok = NextToken(&rest);
-        if (tok.empty()) break;
-        if (!ToU64(tok, &v[n])) {
+        text::Field f = text::NextU64(&rest, &v[n]);
+        if (f == text::Field::kEnd) break;
+        if (f == text::Field::kBad) {
           bad = true;
           break;
         }
@@ -318,9 +318,9 @@ void ParseDiskstats(std::string_view t, const Filters& filters, ParseResult* out
     int n = 0;
     bool bad = false;
     while (n < kMax) {
-      std::string_view tok = NextToken(&rest);
-      if (tok.empty()) break;
-      if (!ToU64(tok, &v[n])) {
+      text::Field f = text::NextU64(&rest, &v[n]);
+      if (f == text::Field::kEnd) break;
+      if (f == text::Field::kBad) {
         bad = true;
         break;
       }
@@ -391,9 +391,9 @@ void ParseNetDev(std::string_view t, const Filters& filters, ParseResult* out) {
     int n = 0;
     bool bad = false;
     while (n < kFields) {
-      std::string_view tok = NextToken(&rest);
-      if (tok.empty()) break;
-      if (!ToU64(tok, &v[n])) {
+      text::Field f = text::NextU64(&rest, &v[n]);
+      if (f == text::Field::kEnd) break;
+      if (f == text::Field::kBad) {
         bad = true;
         break;
       }

@@ -43,17 +43,45 @@ class LineReader {
   bool truncated_ = false;
 };
 
-inline bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
+// /proc separates fields with spaces and tabs; other bytes are part of a token.
+inline bool IsSpace(char c) { return c == ' ' || c == '\t'; }
 
 // The next whitespace-separated token of *s (consumed), or "" at the end.
 inline std::string_view NextToken(std::string_view* s) {
-  size_t i = 0;
-  while (i < s->size() && IsSpace((*s)[i])) ++i;
-  size_t j = i;
-  while (j < s->size() && !IsSpace((*s)[j])) ++j;
-  std::string_view tok = s->substr(i, j - i);
-  s->remove_prefix(j);
-  return tok;
+  const char* p = s->data();
+  const char* end = p + s->size();
+  while (p < end && IsSpace(*p)) ++p;
+  const char* q = p;
+  while (q < end && !IsSpace(*q)) ++q;
+  *s = std::string_view(q, static_cast<size_t>(end - q));
+  return std::string_view(p, static_cast<size_t>(q - p));
+}
+
+enum class Field { kOk, kEnd, kBad };
+
+// The next token of *s (consumed) as a decimal unsigned number: kEnd when there is no token,
+// kBad when it is not a number that fits 64 bits. The hot loop of the numeric files: it
+// tokenizes and converts in one pass.
+inline Field NextU64(std::string_view* s, uint64_t* v) {
+  const char* p = s->data();
+  const char* end = p + s->size();
+  while (p < end && IsSpace(*p)) ++p;
+  if (p == end) {
+    *s = std::string_view(end, 0);
+    return Field::kEnd;
+  }
+  uint64_t x = 0;
+  bool ok = true;
+  const char* q = p;
+  for (; q < end && !IsSpace(*q); ++q) {
+    const unsigned d = static_cast<unsigned char>(*q) - '0';
+    if (d > 9 || __builtin_mul_overflow(x, 10u, &x) || __builtin_add_overflow(x, d, &x)) {
+      ok = false;
+    }
+  }
+  *s = std::string_view(q, static_cast<size_t>(end - q));
+  *v = x;
+  return ok ? Field::kOk : Field::kBad;
 }
 
 inline std::string_view Trim(std::string_view s) {

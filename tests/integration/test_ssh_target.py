@@ -8,9 +8,12 @@ checked too once it knows ssh:// targets.
                              SFTP mode, files read in 2 round trips per tick
   test_rsa_key               an RSA key works (rsa-sha2-512, which sshd requires)
   test_wrong_key             "authentication failed for user X with key FILE", exit 1
+  test_agent                 ssh-agent holding the ed25519 or the RSA key; an agent with a
+                             wrong key falls back to the key file
   test_unknown_host_key      refused with the fingerprint; with TOFU accepted and recorded
   test_host_key_mismatch     refused with "mismatch" and the known_hosts line, even with TOFU
   test_connection_refused    a closed port: "Connection refused", exit 1
+  test_silent_server         a port that accepts but never speaks SSH: the connect timeout
   test_read_error_one_file   a file that opens but cannot be read: a warning, the rest parsed
   test_sftp_refused_fallback sshd without the sftp subsystem: the streaming command delivers
                              the same /proc metrics (filesystems on the 2nd tick)
@@ -228,6 +231,43 @@ def test_wrong_key(ctx):
     expect_failure(cp, out, "authentication failed", "no_such_key", "cannot use the key file")
 
 
+def test_agent(ctx):
+    sock = ctx.path("agent.sock")
+    agent = subprocess.run(["ssh-agent", "-a", sock], capture_output=True, text=True, timeout=10)
+    check(agent.returncode == 0, f"ssh-agent failed: {agent.stderr}")
+    pid = int(agent.stdout.split("SSH_AGENT_PID=")[1].split(";")[0])
+    env = dict(os.environ, SSH_AUTH_SOCK=sock)
+    base = [ctx.drv, ctx.uri, "--agent", "--known-hosts", ctx.s.known_hosts, "--seconds", "2"]
+
+    def drive(*extra):
+        say(f"$ SSH_AUTH_SOCK={sock} {' '.join(base + list(extra))}")
+        cp = subprocess.run(base + list(extra), capture_output=True, text=True, timeout=60,
+                            env=env)
+        return cp, parse_lines(cp.stdout)
+
+    def agent_holds(key):
+        subprocess.run(["ssh-add", "-D"], env=env, capture_output=True, timeout=10)
+        cp = subprocess.run(["ssh-add", key], env=env, capture_output=True, text=True, timeout=10)
+        check(cp.returncode == 0, f"ssh-add {key}: {cp.stderr}")
+
+    try:
+        for which in ("ed25519", "rsa"):
+            agent_holds(ctx.s.key(which))
+            cp, out = drive()
+            check(cp.returncode == 0 and out["samples"], lambda: f"agent with {which}\n" +
+                  describe(cp))
+        other = ctx.path("agent_other_key")
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other])
+        agent_holds(other)
+        cp, out = drive()
+        expect_failure(cp, out, "authentication failed", "ssh-agent")
+        cp, out = drive("--identity", ctx.s.key_ed25519)
+        check(cp.returncode == 0 and out["samples"], lambda: "agent, then key file\n" +
+              describe(cp))
+    finally:
+        os.kill(pid, 15)
+
+
 def test_unknown_host_key(ctx):
     kh = ctx.path("known_hosts_empty")
     open(kh, "w").close()
@@ -269,6 +309,40 @@ def test_connection_refused(ctx):
     cp, out = ctx.drive(f"ssh://{ctx.s.user}@{HOST}:{port}", "--identity", ctx.s.key_ed25519,
                         "--known-hosts", ctx.s.known_hosts)
     expect_failure(cp, out, f"{HOST}:{port}", "Connection refused")
+
+
+def test_silent_server(ctx):
+    import socket
+    import threading
+    lsock = socket.socket()
+    lsock.bind((HOST, 0))
+    lsock.listen(4)
+    port = lsock.getsockname()[1]
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        lsock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(lsock.accept()[0])
+            except OSError:
+                pass
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        cp, out = ctx.drive(f"ssh://{ctx.s.user}@{HOST}:{port}", "--identity", ctx.s.key_ed25519,
+                            "--known-hosts", ctx.s.known_hosts, "--timeout", "2", seconds=20)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        lsock.close()
+    expect_failure(cp, out, "not ready within 2000 ms", "SSH handshake")
+    check(took < 8, f"the driver gave up after {took:.1f}s, not ~2s")
 
 
 def test_read_error_one_file(ctx):
@@ -423,8 +497,10 @@ def test_probe_cli(ctx):
     check(cp.returncode != 0 and "authentication failed" in cp.stderr, lambda: describe(cp))
 
 
-CHECKS = [test_values_match_server, test_rsa_key, test_wrong_key, test_unknown_host_key,
-          test_host_key_mismatch, test_connection_refused, test_read_error_one_file,
+CHECKS = [test_values_match_server, test_rsa_key, test_wrong_key, test_agent,
+          test_unknown_host_key,
+          test_host_key_mismatch, test_connection_refused, test_silent_server,
+          test_read_error_one_file,
           test_sftp_refused_fallback, test_reconnect, test_memory_per_session, test_target_cpu,
           test_probe_cli]
 

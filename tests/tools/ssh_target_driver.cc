@@ -10,7 +10,7 @@
 //   {"memory": {...}}                                                with --sessions
 //
 // Usage: ssh_target_driver URI --identity KEY --known-hosts FILE [--tofu] [--passphrase P]
-//          [--agent] [--seconds N] [--period S] [--timeout S] [--reconnect-base S]
+//          [--agent] [--seconds N] [--period S] [--timeout S] [--reconnect-base S] [--keepalive S]
 //          [--option k=v]... [--extra-file PATH]... [--keep-retrying] [--quiet]
 //          [--sessions N] [--log-level L]
 //        ssh_target_driver --list-files      prints {"files": [linuxhost::TickFiles()...]}
@@ -98,6 +98,8 @@ int main(int argc, char** argv) {
       tc.period_s = std::atof(v);
     } else if (a == "--timeout" && (v = next())) {
       tc.timeout_s = std::atof(v);
+    } else if (a == "--keepalive" && (v = next())) {
+      tc.keepalive_s = std::atof(v);
     } else if (a == "--reconnect-base" && (v = next())) {
       tc.reconnect_base_s = std::atof(v);
     } else if (a == "--option" && (v = next())) {

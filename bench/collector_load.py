@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Benchmark: collector CPU per target-second, event-loop lag and memory per connection, with
+N targets of one kind sampled every second against real servers on loopback.
+
+    python3 bench/collector_load.py --kind redis --targets 200 1000 [--seconds 20]
+    python3 bench/collector_load.py --kind postgresql ...
+    python3 bench/collector_load.py --kind linux ...      (SSH to a local sshd)
+
+All targets of a run point at one server of that kind (each with its own connection). The
+collector runs with --dry-run (values printed to /dev/null), so the figures cover connections,
+parsing, rates, value sets and formatting, not the network path to Zabbix. Prints figures;
+asserts nothing about speed.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+from harness import PostgresServer, RedisServer, SshServer  # noqa: E402
+
+TRAPLINE = os.environ.get("TRAPLINE_BIN", os.path.join(HERE, "..", "build", "trapline"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / TICK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def target_entries(kind, server, n, tmp):
+    out = []
+    for i in range(n):
+        if kind == "redis":
+            out.append(f'[[target]]\nhost = "bench-{i}"\nuri = "redis://127.0.0.1:{server.port}"\n')
+        elif kind == "postgresql":
+            out.append(f'[[target]]\nhost = "bench-{i}"\n'
+                       f'uri = "postgresql://postgres@127.0.0.1:{server.port}/postgres"\n')
+        else:
+            out.append(f'[[target]]\nhost = "bench-{i}"\nuri = "ssh://{server.user}@127.0.0.1:{server.port}"\n'
+                       f'identity = "{server.key_ed25519}"\nknown_hosts = "{server.known_hosts}"\n')
+    return "\n".join(out)
+
+
+def run(kind, server, n, seconds, tmp):
+    cfg = os.path.join(tmp, f"{kind}-{n}.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[collector]\nname = "bench"\nstats_interval = {seconds}\n\n'
+                '[sender]\nserver = "127.0.0.1"\n\n' + target_entries(kind, server, n, tmp))
+    err_path = os.path.join(tmp, f"{kind}-{n}.stderr")
+    with open(os.devnull, "w") as devnull, open(err_path, "w") as err:
+        proc = subprocess.Popen([TRAPLINE, "collector", "--config", cfg, "--dry-run"],
+                                stdout=devnull, stderr=err)
+    try:
+        rss0 = None
+        # Let every connection come up, then measure a steady window.
+        time.sleep(min(15, 3 + n / 100))
+        rss0 = rss_kib(proc.pid)
+        c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(seconds)
+        c1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        rss1 = rss_kib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    text = open(err_path).read()
+    stats = re.findall(r"connected=(\d+) loop_lag_p50_ms=([\d.]+) loop_lag_p99_ms=([\d.]+) "
+                       r"loop_lag_max_ms=([\d.]+)", text)
+    connected, p50, p99, lmax = stats[-1] if stats else ("?", "?", "?", "?")
+    cpu_per_target_s = (c1 - c0) / (t1 - t0) / n * 1e6
+    return {"targets": n, "connected": connected, "cpu_us_per_target_s": cpu_per_target_s,
+            "lag_p50_ms": p50, "lag_p99_ms": p99, "lag_max_ms": lmax, "rss_kib": rss1,
+            "rss_per_target_kib": rss1 / n, "collector_cpu_pct": 100 * (c1 - c0) / (t1 - t0)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kind", choices=["redis", "postgresql", "linux"], required=True)
+    ap.add_argument("--targets", type=int, nargs="+", default=[200, 1000])
+    ap.add_argument("--seconds", type=int, default=20)
+    args = ap.parse_args()
+    tmp = os.path.join("/tmp", f"trapline-bench-{args.kind}-{os.getpid()}")
+    os.makedirs(tmp, exist_ok=True)
+    if args.kind == "redis":
+        server = RedisServer(extra_conf={"maxclients": "20000"})
+    elif args.kind == "postgresql":
+        server = PostgresServer(settings={"max_connections": "1200"})
+    else:
+        server = SshServer(extra_config={"MaxStartups": "2000:30:3000", "MaxSessions": "10"})
+    with server:
+        for n in args.targets:
+            r = run(args.kind, server, n, args.seconds, tmp)
+            print(f"{args.kind}: {r['targets']} targets ({r['connected']} connected): "
+                  f"{r['cpu_us_per_target_s']:.1f} us CPU per target-second "
+                  f"(collector {r['collector_cpu_pct']:.1f}% of a core), loop lag p50 "
+                  f"{r['lag_p50_ms']} ms p99 {r['lag_p99_ms']} ms max {r['lag_max_ms']} ms, "
+                  f"RSS {r['rss_kib']} KiB = {r['rss_per_target_kib']:.1f} KiB per target",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
