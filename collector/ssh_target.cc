@@ -346,6 +346,15 @@ const char* SshTarget::PhaseName(Phase p) {
   return "?";
 }
 
+Status SshTarget::SessionLost(Conn* c, int rc) const {
+  std::string why = LastError(c->session);
+  if (rc == LIBSSH2_ERROR_SOCKET_RECV || rc == LIBSSH2_ERROR_SOCKET_DISCONNECT ||
+      rc == LIBSSH2_ERROR_SOCKET_SEND) {
+    why = "the connection was closed or reset (" + why + ")";
+  }
+  return Status::Unavailable("SSH session to " + Where() + " lost: " + why);
+}
+
 std::string SshTarget::Where() const { return ssh::KnownHostsName(uri_.host, uri_.port); }
 
 std::string SshTarget::AuthFailure(const std::string& detail) const {
@@ -839,8 +848,7 @@ Status SshTarget::StepSftpVersion(bool* again) {
       return Status::OK();
     }
     if (n < 0) {
-      return Status::Unavailable("SSH session to " + Where() + " lost: " +
-                                 LastError(c->session));
+      return SessionLost(c, static_cast<int>(n));
     }
     if (n == 0) eof = libssh2_channel_eof(c->channel) != 0;
     if (eof) return StartFallback("the sftp subsystem closed before answering");
@@ -892,8 +900,7 @@ Status SshTarget::StepSftpOpen(bool* again) {
       return Status::OK();
     }
     if (n < 0) {
-      return Status::Unavailable("SSH session to " + Where() + " lost: " +
-                                 LastError(c->session));
+      return SessionLost(c, static_cast<int>(n));
     }
     if (n == 0) return Status::Unavailable("sftp-server on " + Where() + " closed the channel");
     c->framer.Commit(static_cast<size_t>(n));
@@ -1190,8 +1197,7 @@ Status SshTarget::Flush(bool* again) {
       return Status::OK();
     }
     if (n < 0) {
-      return Status::Unavailable("SSH session to " + Where() + " lost: " +
-                                 LastError(c->session));
+      return SessionLost(c, static_cast<int>(n));
     }
     c->out_pos += static_cast<size_t>(n);
   }
@@ -1262,8 +1268,7 @@ Status SshTarget::ReadChannel(bool* again, bool* finished) {
       return Status::OK();
     }
     if (n < 0) {
-      return Status::Unavailable("SSH session to " + Where() + " lost: " +
-                                 LastError(c->session));
+      return SessionLost(c, static_cast<int>(n));
     }
     if (n == 0) {
       if (libssh2_channel_eof(c->channel) == 0) {

@@ -7,7 +7,7 @@
 //
 //   resolve (uv_getaddrinfo; literals skip it) -> TCP connect (non-blocking, each address in
 //   turn) -> SSH handshake -> host key check (known_hosts) -> auth (ssh-agent, then the key
-//   file) -> open a session channel -> "sftp" subsystem -> SFTP INIT/VERSION -> OPEN every
+//   file; an RSA key signs rsa-sha2-512 itself, see ssh_keys.h) -> open a session channel -> "sftp" subsystem -> SFTP INIT/VERSION -> OPEN every
 //   file of linuxhost::TickFiles() once -> ready (Connected()).
 //
 //   When the server refuses the SFTP subsystem (or the channel closes before VERSION), the
@@ -37,9 +37,18 @@
 // again; a READ that fails on one file is a warning in that tick's ParseResult while the other
 // files are still parsed.
 //
-// Blocking: everything is non-blocking but the ssh-agent conversation (libssh2's agent API
-// talks to $SSH_AUTH_SOCK, a local unix socket, with blocking calls; a healthy agent answers
-// in microseconds) and reading/appending the known_hosts file and the key files (local files).
+// Blocking: everything is non-blocking but the ssh-agent conversation (libssh2's agent API,
+// and our rsa-sha2 sign requests, talk to $SSH_AUTH_SOCK, a local unix socket, with blocking
+// calls; a healthy agent answers in microseconds) and reading/appending the known_hosts file
+// and the key files (local files).
+//
+// Disconnect() (also from inside this class's callbacks, via Failed()) stops the socket
+// watcher at once and hands the connection to a zero-delay timer that frees it (socket shut
+// down first, so libssh2_session_free() cannot block), outside any call stack of its own.
+//
+// Memory: about 100 KiB per session on a small host (tests/integration/test_ssh_target.py
+// measures it): libssh2 and OpenSSL state, the file contents, the read buffer. Nothing big is
+// allocated per tick: contents, the read buffer and Parse()'s map keep their capacity.
 //
 // Thread: the loop's. Lifetime: may be destroyed at any time (also from the DeliverFn or the
 // state callback: Deliver(), Connected() and Failed() are always the last thing a callback of
@@ -148,6 +157,7 @@ class SshTarget : public TargetBase {
   void SendKeepalive();
 
   static const char* PhaseName(Phase p);
+  Status SessionLost(Conn* c, int rc) const;
   std::string Where() const;  // "[host]:port" (or "host" for port 22) for messages
   std::string AuthFailure(const std::string& detail) const;
 
