@@ -1,7 +1,11 @@
 // `trapline collector --config FILE [--dry-run]`: the collector daemon, standalone mode
 // (targets from the config file).
 
+#include <sys/resource.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <cstdio>
 
 #include "cli/commands.h"
@@ -40,6 +44,20 @@ int RunCollector(const CollectorFlags& f) {
     std::fprintf(stderr, "trapline collector: %s has no [[target]]: nothing to collect\n",
                  f.config.c_str());
     return 1;
+  }
+  // One socket per target: raise the soft limit on open files to the hard one, or a
+  // collector with a thousand targets would fail at the default of 1024.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    rlim_t wanted = nofile.rlim_max;
+    nofile.rlim_cur = wanted;
+    if (setrlimit(RLIMIT_NOFILE, &nofile) != 0) {
+      spdlog::warn("[collector] cannot raise the open-file limit to {}: {}", wanted, std::strerror(errno));
+    }
+  }
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < options->targets.size() + 64) {
+    spdlog::warn("[collector] open-file limit {} is low for {} targets (one socket each); raise "
+                 "LimitNOFILE", nofile.rlim_cur, options->targets.size());
   }
   Loop loop;
   Collector collector(loop.get(), std::move(options).value(), f.dry_run, stdout);
