@@ -2,6 +2,36 @@
 
 namespace trapline::plugins {
 
+MetricSpec GaugeSpec(std::string name, std::string title, std::string units,
+                     std::string description, std::string entity_kind) {
+  MetricSpec m;
+  m.name = std::move(name);
+  m.entity_kind = std::move(entity_kind);
+  m.title = std::move(title);
+  m.units = std::move(units);
+  m.kind = MetricKind::kGauge;
+  m.value_type = ValueType::kFloat;
+  m.description = std::move(description);
+  return m;
+}
+
+MetricSpec CounterSpec(std::string name, std::string title, std::string units,
+                       std::string description, std::string entity_kind, double rate_scale) {
+  MetricSpec m = GaugeSpec(std::move(name), std::move(title), std::move(units),
+                           std::move(description), std::move(entity_kind));
+  m.kind = MetricKind::kCounter;
+  m.rate_scale = rate_scale;
+  return m;
+}
+
+MetricSpec TextSpec(std::string name, std::string title, std::string description,
+                    std::string entity_kind) {
+  MetricSpec m = GaugeSpec(std::move(name), std::move(title), "", std::move(description),
+                           std::move(entity_kind));
+  m.value_type = ValueType::kText;
+  return m;
+}
+
 std::string ItemKey(std::string_view plugin, std::string_view metric, std::string_view entity) {
   std::string key;
   key.reserve(plugin.size() + metric.size() + entity.size() + 6);

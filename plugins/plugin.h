@@ -41,6 +41,15 @@ struct MetricSpec {
   double rate_scale = 1.0;
 };
 
+// Declaration helpers shared by the plugins' metric tables.
+MetricSpec GaugeSpec(std::string name, std::string title, std::string units,
+                     std::string description, std::string entity_kind = "");
+MetricSpec CounterSpec(std::string name, std::string title, std::string units,
+                       std::string description, std::string entity_kind = "",
+                       double rate_scale = 1.0);
+MetricSpec TextSpec(std::string name, std::string title, std::string description,
+                    std::string entity_kind = "");
+
 // One observation from a parser. `metric` is MetricSpec::name; `entity` is "" for host-level
 // metrics. For counters `value` is the raw counter; the collector computes rates.
 struct Reading {

@@ -157,85 +157,64 @@ constexpr std::string_view kDatabasesSql =
 // ---------------------------------------------------------------------------------------------
 // Metric declarations
 
-MetricSpec Gauge(std::string name, std::string title, std::string units, std::string description,
-                 std::string entity_kind = "") {
-  MetricSpec m;
-  m.name = std::move(name);
-  m.entity_kind = std::move(entity_kind);
-  m.title = std::move(title);
-  m.units = std::move(units);
-  m.kind = MetricKind::kGauge;
-  m.value_type = ValueType::kFloat;
-  m.description = std::move(description);
-  return m;
-}
-
-MetricSpec Counter(std::string name, std::string title, std::string units, std::string description,
-                   std::string entity_kind = "", double rate_scale = 1.0) {
-  MetricSpec m = Gauge(std::move(name), std::move(title), std::move(units), std::move(description),
-                       std::move(entity_kind));
-  m.kind = MetricKind::kCounter;
-  m.rate_scale = rate_scale;
-  return m;
-}
 
 MetricSpec DbGauge(std::string name, std::string title, std::string units,
                    std::string description) {
-  return Gauge(std::move(name), std::move(title), std::move(units), std::move(description),
+  return GaugeSpec(std::move(name), std::move(title), std::move(units), std::move(description),
                "database");
 }
 
 MetricSpec DbCounter(std::string name, std::string title, std::string units,
                      std::string description) {
-  return Counter(std::move(name), std::move(title), std::move(units), std::move(description),
+  return CounterSpec(std::move(name), std::move(title), std::move(units), std::move(description),
                  "database");
 }
 
 std::vector<MetricSpec> BuildMetrics() {
   std::vector<MetricSpec> m = {
       // instance
-      Gauge("recovery", "In recovery (standby)", "",
+      GaugeSpec("recovery", "In recovery (standby)", "",
             "1 while the server is a standby (pg_is_in_recovery()), 0 on a primary."),
-      Counter("wal.bytes", "WAL written", "Bps",
+      CounterSpec("wal.bytes", "WAL written", "Bps",
               "Rate of the WAL position: pg_current_wal_lsn() on a primary, "
               "pg_last_wal_receive_lsn() on a standby."),
-      Gauge("replication.replay_delay", "Standby replay delay", "s",
+      GaugeSpec("replication.replay_delay", "Standby replay delay", "s",
             "On a standby: now() - pg_last_xact_replay_timestamp(), 0 when all WAL received "
             "is replayed."),
-      Counter("archiver.archived", "WAL files archived per second", "/s",
+      CounterSpec("archiver.archived", "WAL files archived per second", "/s",
               "Rate of pg_stat_archiver.archived_count."),
-      Counter("archiver.failed", "WAL archiving failures per second", "/s",
+      CounterSpec("archiver.failed", "WAL archiving failures per second", "/s",
               "Rate of pg_stat_archiver.failed_count."),
-      Gauge("xid.oldest_age", "Oldest transaction ID age", "",
+      GaugeSpec("xid.oldest_age", "Oldest transaction ID age", "",
             "max(age(datfrozenxid)) over all databases, templates included: wraparound is at "
             "2^31."),
-      Gauge("uptime", "Uptime", "uptime", "now() - pg_postmaster_start_time()."),
+      GaugeSpec("uptime", "Uptime", "uptime", "now() - pg_postmaster_start_time()."),
       // activity (client backends)
-      Gauge("connections.total", "Connections", "", "Client backends (pg_stat_activity)."),
-      Gauge("connections.active", "Connections active", "", "Client backends in state active."),
-      Gauge("connections.idle", "Connections idle", "", "Client backends in state idle."),
-      Gauge("connections.idle_in_transaction", "Connections idle in transaction", "",
+      GaugeSpec("connections.total", "Connections", "", "Client backends (pg_stat_activity)."),
+      GaugeSpec("connections.active", "Connections active", "", "Client backends in state active."),
+      GaugeSpec("connections.idle", "Connections idle", "", "Client backends in state idle."),
+      GaugeSpec("connections.idle_in_transaction", "Connections idle in transaction", "",
             "Client backends in state 'idle in transaction'."),
-      Gauge("connections.idle_in_transaction_aborted", "Connections idle in aborted transaction",
+      GaugeSpec("connections.idle_in_transaction_aborted", "Connections idle in aborted transaction",
             "", "Client backends in state 'idle in transaction (aborted)'."),
-      Gauge("connections.fastpath", "Connections in a fast-path call", "",
+      GaugeSpec("connections.fastpath", "Connections in a fast-path call", "",
             "Client backends in state 'fastpath function call'."),
-      Gauge("connections.disabled", "Connections with track_activities off", "",
+      GaugeSpec("connections.disabled", "Connections with track_activities off", "",
             "Client backends in state disabled."),
-      Gauge("connections.waiting", "Sessions waiting for a lock", "",
+      GaugeSpec("connections.waiting", "Sessions waiting for a lock", "",
             "Client backends whose wait_event_type is Lock."),
-      Gauge("connections.max", "Connections allowed", "", "The max_connections setting."),
-      Gauge("connections.used_pct", "Connections, % of max_connections", "%",
+      GaugeSpec("connections.max", "Connections allowed", "", "The max_connections setting."),
+      GaugeSpec("connections.used_pct", "Connections, % of max_connections", "%",
             "Client backends / max_connections * 100."),
-      Gauge("transactions.max_age", "Longest open transaction", "s",
+      GaugeSpec("transactions.max_age", "Longest open transaction", "s",
             "now() - xact_start of the oldest open transaction of another client backend "
             "(idle in transaction included); 0 when none."),
-      Gauge("queries.max_age", "Longest running query", "s",
+      GaugeSpec("queries.max_age", "Longest running query", "s",
             "now() - query_start of the oldest active query of another client backend; 0 when "
             "none."),
       // locks
-      Gauge("locks.total", "Locks", "", "Rows of pg_locks (this session's own excluded)."),
-      Gauge("locks.not_granted", "Locks awaited", "", "Rows of pg_locks not granted."),
+      GaugeSpec("locks.total", "Locks", "", "Rows of pg_locks (this session's own excluded)."),
+      GaugeSpec("locks.not_granted", "Locks awaited", "", "Rows of pg_locks not granted."),
   };
   const std::pair<const char*, const char*> modes[] = {
       {"access_share", "AccessShareLock"},
@@ -249,38 +228,38 @@ std::vector<MetricSpec> BuildMetrics() {
       {"si_read", "SIReadLock"},
   };
   for (const auto& [name, mode] : modes) {
-    m.push_back(Gauge(std::string("locks.") + name, std::string("Locks ") + mode, "",
+    m.push_back(GaugeSpec(std::string("locks.") + name, std::string("Locks ") + mode, "",
                       std::string("Rows of pg_locks in mode ") + mode + ", granted or awaited."));
   }
   std::vector<MetricSpec> more = {
       // bgwriter / checkpointer
-      Counter("checkpoints.timed", "Checkpoints scheduled per second", "/s",
+      CounterSpec("checkpoints.timed", "Checkpoints scheduled per second", "/s",
               "Rate of checkpoints_timed (17+: pg_stat_checkpointer.num_timed)."),
-      Counter("checkpoints.requested", "Checkpoints requested per second", "/s",
+      CounterSpec("checkpoints.requested", "Checkpoints requested per second", "/s",
               "Rate of checkpoints_req (17+: pg_stat_checkpointer.num_requested)."),
-      Counter("checkpoints.write_time", "Checkpoint write time", "%",
+      CounterSpec("checkpoints.write_time", "Checkpoint write time", "%",
               "Rate of checkpoint_write_time (ms) as % of wall time (17+: write_time).", "", 0.1),
-      Counter("checkpoints.sync_time", "Checkpoint sync time", "%",
+      CounterSpec("checkpoints.sync_time", "Checkpoint sync time", "%",
               "Rate of checkpoint_sync_time (ms) as % of wall time (17+: sync_time).", "", 0.1),
-      Counter("buffers.checkpoint", "Buffers written by checkpoints per second", "/s",
+      CounterSpec("buffers.checkpoint", "Buffers written by checkpoints per second", "/s",
               "Rate of buffers_checkpoint (17+: pg_stat_checkpointer.buffers_written)."),
-      Counter("buffers.clean", "Buffers written by the background writer per second", "/s",
+      CounterSpec("buffers.clean", "Buffers written by the background writer per second", "/s",
               "Rate of pg_stat_bgwriter.buffers_clean."),
-      Counter("buffers.backend", "Buffers written by backends per second", "/s",
+      CounterSpec("buffers.backend", "Buffers written by backends per second", "/s",
               "Rate of buffers_backend (17+: relation writes in pg_stat_io by all but the "
               "checkpointer and the background writer)."),
-      Counter("buffers.alloc", "Buffers allocated per second", "/s",
+      CounterSpec("buffers.alloc", "Buffers allocated per second", "/s",
               "Rate of pg_stat_bgwriter.buffers_alloc."),
-      Counter("bgwriter.maxwritten_clean", "Background writer stops per second", "/s",
+      CounterSpec("bgwriter.maxwritten_clean", "Background writer stops per second", "/s",
               "Rate of maxwritten_clean: cleaning scans stopped at bgwriter_lru_maxpages."),
       // replication
-      Gauge("replication.standbys", "Standbys connected", "",
+      GaugeSpec("replication.standbys", "Standbys connected", "",
             "WAL senders in pg_stat_replication, base backups excluded."),
-      Gauge("standby.lag_bytes", "Standby {#ENTITY} lag", "B",
+      GaugeSpec("standby.lag_bytes", "Standby {#ENTITY} lag", "B",
             "This server's WAL position minus the standby's replay_lsn.", "standby"),
-      Gauge("standby.lag_seconds", "Standby {#ENTITY} replay lag", "s",
+      GaugeSpec("standby.lag_seconds", "Standby {#ENTITY} replay lag", "s",
             "replay_lag of pg_stat_replication; 0 when NULL and caught up.", "standby"),
-      Gauge("standby.streaming", "Standby {#ENTITY} streaming", "",
+      GaugeSpec("standby.streaming", "Standby {#ENTITY} streaming", "",
             "1 when the WAL sender's state is streaming, else 0.", "standby"),
       // per database
       DbGauge("db.size", "Database {#ENTITY} size", "B", "pg_database_size()."),

@@ -18,59 +18,39 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Metric declarations
 
-MetricSpec Gauge(std::string name, std::string title, std::string units, std::string description,
-                 std::string entity_kind = "") {
-  MetricSpec m;
-  m.name = std::move(name);
-  m.entity_kind = std::move(entity_kind);
-  m.title = std::move(title);
-  m.units = std::move(units);
-  m.kind = MetricKind::kGauge;
-  m.value_type = ValueType::kFloat;
-  m.description = std::move(description);
-  return m;
-}
-
-MetricSpec Counter(std::string name, std::string title, std::string units, std::string description,
-                   double rate_scale = 1.0) {
-  MetricSpec m = Gauge(std::move(name), std::move(title), std::move(units), std::move(description));
-  m.kind = MetricKind::kCounter;
-  m.rate_scale = rate_scale;
-  return m;
-}
-
-MetricSpec Text(std::string name, std::string title, std::string description) {
-  MetricSpec m = Gauge(std::move(name), std::move(title), "", std::move(description));
-  m.value_type = ValueType::kText;
-  return m;
+// Redis declares no per-entity counters: the scale is the fifth argument.
+MetricSpec Counter(std::string name, std::string title, std::string units,
+                   std::string description, double rate_scale = 1.0) {
+  return CounterSpec(std::move(name), std::move(title), std::move(units), std::move(description),
+                     "", rate_scale);
 }
 
 std::vector<MetricSpec> BuildMetrics() {
   return {
       // Server
-      Text("version", "Redis version", "redis_version of the server."),
-      Gauge("uptime", "Uptime", "uptime", "Seconds since the server started (uptime_in_seconds)."),
+      TextSpec("version", "Redis version", "redis_version of the server."),
+      GaugeSpec("uptime", "Uptime", "uptime", "Seconds since the server started (uptime_in_seconds)."),
       // Clients
-      Gauge("clients.connected", "Connected clients", "",
+      GaugeSpec("clients.connected", "Connected clients", "",
             "Client connections, replicas excluded (connected_clients)."),
-      Gauge("clients.blocked", "Blocked clients", "",
+      GaugeSpec("clients.blocked", "Blocked clients", "",
             "Clients waiting in a blocking command such as BLPOP (blocked_clients)."),
       Counter("connections.received", "Connections accepted per second", "/s",
               "Rate of total_connections_received."),
       Counter("connections.rejected", "Connections rejected per second", "/s",
               "Rate of rejected_connections: connections refused because of maxclients."),
       // Memory
-      Gauge("memory.used", "Memory used", "B",
+      GaugeSpec("memory.used", "Memory used", "B",
             "Bytes allocated by Redis through its allocator (used_memory)."),
-      Gauge("memory.rss", "Memory RSS", "B",
+      GaugeSpec("memory.rss", "Memory RSS", "B",
             "Resident set size of the server process as the OS sees it (used_memory_rss)."),
-      Gauge("memory.peak", "Memory peak", "B",
+      GaugeSpec("memory.peak", "Memory peak", "B",
             "Highest used_memory since the start or the last MEMORY RESET (used_memory_peak)."),
-      Gauge("memory.fragmentation_ratio", "Memory fragmentation ratio", "",
+      GaugeSpec("memory.fragmentation_ratio", "Memory fragmentation ratio", "",
             "used_memory_rss / used_memory (mem_fragmentation_ratio)."),
-      Gauge("memory.max", "Memory limit", "B",
+      GaugeSpec("memory.max", "Memory limit", "B",
             "The maxmemory setting; 0 means no limit (maxmemory)."),
-      Gauge("memory.used_pct", "Memory used, % of the limit", "%",
+      GaugeSpec("memory.used_pct", "Memory used, % of the limit", "%",
             "used_memory / maxmemory * 100; only reported when maxmemory is set."),
       // Commands and network
       Counter("ops", "Commands per second", "/s",
@@ -87,55 +67,55 @@ std::vector<MetricSpec> BuildMetrics() {
               "Rate of keyspace_hits: successful key lookups."),
       Counter("keyspace.misses", "Keyspace misses per second", "/s",
               "Rate of keyspace_misses: lookups of keys that do not exist."),
-      Gauge("keyspace.hit_ratio", "Keyspace hit ratio", "%",
+      GaugeSpec("keyspace.hit_ratio", "Keyspace hit ratio", "%",
             "keyspace_hits / (keyspace_hits + keyspace_misses) * 100 since the start or the "
             "last CONFIG RESETSTAT; not reported before the first lookup."),
       Counter("keys.evicted", "Keys evicted per second", "/s",
               "Rate of evicted_keys: keys removed because of maxmemory."),
       Counter("keys.expired", "Keys expired per second", "/s", "Rate of expired_keys."),
-      Gauge("keys.total", "Keys", "", "Keys in all databases (sum of the Keyspace section)."),
-      Gauge("keys.expires", "Keys with a TTL", "",
+      GaugeSpec("keys.total", "Keys", "", "Keys in all databases (sum of the Keyspace section)."),
+      GaugeSpec("keys.expires", "Keys with a TTL", "",
             "Keys with an expiry in all databases (sum of the Keyspace section)."),
       // Per database (entity kind "keyspace", name "db<N>")
-      Gauge("db.keys", "Keys in {#ENTITY}", "", "Keys in the database.", "keyspace"),
-      Gauge("db.expires", "Keys with a TTL in {#ENTITY}", "",
+      GaugeSpec("db.keys", "Keys in {#ENTITY}", "", "Keys in the database.", "keyspace"),
+      GaugeSpec("db.expires", "Keys with a TTL in {#ENTITY}", "",
             "Keys with an expiry in the database.", "keyspace"),
-      Gauge("db.avg_ttl", "Average TTL in {#ENTITY}", "s",
+      GaugeSpec("db.avg_ttl", "Average TTL in {#ENTITY}", "s",
             "Redis' estimate of the average remaining TTL of the keys with an expiry (avg_ttl, "
             "converted from ms).",
             "keyspace"),
       // Replication
-      Text("replication.role", "Replication role",
+      TextSpec("replication.role", "Replication role",
            "role as Redis reports it: master or slave (a replica)."),
-      Gauge("replication.replicas", "Connected replicas", "", "connected_slaves."),
+      GaugeSpec("replication.replicas", "Connected replicas", "", "connected_slaves."),
       Counter("replication.offset", "Replication stream", "Bps",
               "Rate of master_repl_offset: bytes of replication stream produced (master) or "
               "received (replica) per second."),
-      Gauge("replication.master_link_up", "Link to the master is up", "",
+      GaugeSpec("replication.master_link_up", "Link to the master is up", "",
             "On a replica: 1 when master_link_status is up, 0 when down."),
-      Gauge("replication.master_last_io", "Seconds since the last I/O with the master", "s",
+      GaugeSpec("replication.master_last_io", "Seconds since the last I/O with the master", "s",
             "On a replica: master_last_io_seconds_ago (not reported while never connected)."),
-      Gauge("replication.master_link_down_since", "Link to the master down for", "s",
+      GaugeSpec("replication.master_link_down_since", "Link to the master down for", "s",
             "On a replica whose link is down: master_link_down_since_seconds."),
       // Per replica, as its master sees it (entity kind "replica", name "<ip>:<port>")
-      Gauge("replica.online", "Replica {#ENTITY} online", "",
+      GaugeSpec("replica.online", "Replica {#ENTITY} online", "",
             "1 when the master lists the replica in state online, else 0.", "replica"),
-      Gauge("replica.lag_bytes", "Replica {#ENTITY} lag", "B",
+      GaugeSpec("replica.lag_bytes", "Replica {#ENTITY} lag", "B",
             "master_repl_offset minus the offset the replica acknowledged.", "replica"),
-      Gauge("replica.lag", "Replica {#ENTITY} seconds since its last ACK", "s",
+      GaugeSpec("replica.lag", "Replica {#ENTITY} seconds since its last ACK", "s",
             "Seconds since the replica last acknowledged (lag; replicas ACK every second).",
             "replica"),
       // Persistence
-      Gauge("persistence.rdb_last_bgsave_ok", "Last RDB save succeeded", "",
+      GaugeSpec("persistence.rdb_last_bgsave_ok", "Last RDB save succeeded", "",
             "1 when rdb_last_bgsave_status is ok, 0 otherwise."),
-      Gauge("persistence.rdb_last_save_age", "Seconds since the last RDB save", "s",
+      GaugeSpec("persistence.rdb_last_save_age", "Seconds since the last RDB save", "s",
             "server_time_usec - rdb_last_save_time, both from the server (needs Redis >= 6.2)."),
-      Gauge("persistence.rdb_changes_since_last_save", "Changes since the last RDB save", "",
+      GaugeSpec("persistence.rdb_changes_since_last_save", "Changes since the last RDB save", "",
             "rdb_changes_since_last_save."),
-      Gauge("persistence.aof_enabled", "AOF enabled", "", "aof_enabled: 1 when appendonly."),
-      Gauge("persistence.aof_last_write_ok", "Last AOF write succeeded", "",
+      GaugeSpec("persistence.aof_enabled", "AOF enabled", "", "aof_enabled: 1 when appendonly."),
+      GaugeSpec("persistence.aof_last_write_ok", "Last AOF write succeeded", "",
             "1 when aof_last_write_status is ok, 0 otherwise."),
-      Gauge("persistence.aof_last_bgrewrite_ok", "Last AOF rewrite succeeded", "",
+      GaugeSpec("persistence.aof_last_bgrewrite_ok", "Last AOF rewrite succeeded", "",
             "1 when aof_last_bgrewrite_status is ok, 0 otherwise."),
   };
 }
