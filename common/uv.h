@@ -9,7 +9,8 @@
 //    never fires again and the memory outlives the loop's last reference to it.
 //  - Every wrapper belongs to one loop and is used only from that loop's thread.
 //  - A loop is closed only after all handles are closed: Loop::~Loop() runs the loop until
-//    the pending close callbacks have run, and reports (in debug builds, aborts on) leftovers.
+//    the pending close callbacks have run; a handle still open then (an owner that leaked
+//    it) is closed there so that uv_loop_close() succeeds.
 
 #include <uv.h>
 
