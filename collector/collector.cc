@@ -127,6 +127,9 @@ Result<std::unique_ptr<TargetBase>> MakeTarget(uv_loop_t* loop, TargetConfig con
                                                TargetBase::DeliverFn deliver) {
   // The connection kind each built-in plugin needs.
   if (config.plugin == "linux") {
+    // A bad URI, a missing key or known_hosts file, or unknown plugin options are config
+    // errors: report them at start-up rather than retrying them forever.
+    TRAPLINE_RETURN_IF_ERROR(SshTarget::Validate(config));
     return std::unique_ptr<TargetBase>(new SshTarget(loop, std::move(config), std::move(deliver)));
   }
   if (config.plugin == "postgresql") {

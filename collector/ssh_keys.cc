@@ -297,8 +297,8 @@ Result<std::unique_ptr<RsaSha2Signer>> RsaSha2Signer::Load(const std::string& pa
   if (text.find("-----BEGIN ") == std::string::npos) {
     return Status::NotFound("key " + path + ": not a PEM or OpenSSH private key");
   }
-  std::unique_ptr<BIO, void (*)(BIO*)> bio(BIO_new_mem_buf(text.data(), static_cast<int>(text.size())),
-                                           BIO_free_all);
+  std::unique_ptr<BIO, void (*)(BIO*)> bio(
+      BIO_new_mem_buf(text.data(), static_cast<int>(text.size())), BIO_free_all);
   // A null callback with a user pointer: OpenSSL takes the pointer as the passphrase.
   EVP_PKEY* pkey = PEM_read_bio_PrivateKey(
       bio.get(), nullptr, nullptr,

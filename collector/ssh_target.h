@@ -7,8 +7,9 @@
 //
 //   resolve (uv_getaddrinfo; literals skip it) -> TCP connect (non-blocking, each address in
 //   turn) -> SSH handshake -> host key check (known_hosts) -> auth (ssh-agent, then the key
-//   file; an RSA key signs rsa-sha2-512 itself, see ssh_keys.h) -> open a session channel -> "sftp" subsystem -> SFTP INIT/VERSION -> OPEN every
-//   file of linuxhost::TickFiles() once -> ready (Connected()).
+//   file; RSA keys sign rsa-sha2-512 themselves, see ssh_keys.h) -> open a session channel ->
+//   "sftp" subsystem -> SFTP INIT/VERSION -> OPEN every file of linuxhost::TickFiles() once
+//   -> ready (Connected()).
 //
 //   When the server refuses the SFTP subsystem (or the channel closes before VERSION), the
 //   channel is dropped and the fallback starts instead: exec channel -> one long-running

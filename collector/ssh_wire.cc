@@ -442,7 +442,9 @@ constexpr std::string_view kBashScript =
 // globbing.
 constexpr std::string_view kShScript =
     "b=$1; shift\n"
-    "if [ -n \"$b\" ] && command -v bash >/dev/null 2>&1; then exec bash -c \"$b\" bash \"$@\"; fi\n"
+    "if [ -n \"$b\" ] && command -v bash >/dev/null 2>&1; then\n"
+    "  exec bash -c \"$b\" bash \"$@\"\n"
+    "fi\n"
     "set -f\n"
     "nl='\n'\n"
     "m=\n"

@@ -23,7 +23,9 @@ std::string U32(uint32_t v) {
   return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
           static_cast<char>(v)};
 }
-std::string Str(std::string_view s) { return U32(static_cast<uint32_t>(s.size())) + std::string(s); }
+std::string Str(std::string_view s) {
+  return U32(static_cast<uint32_t>(s.size())) + std::string(s);
+}
 std::string Packet(uint8_t type, std::string body) {
   return U32(static_cast<uint32_t>(body.size() + 1)) + std::string(1, static_cast<char>(type)) +
          body;
