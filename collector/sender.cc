@@ -24,11 +24,6 @@ namespace {
 
 std::string ItemId(const SenderValue& v) { return v.host + '\0' + v.key; }
 
-Complainer& UnreachableComplainer() {
-  static Complainer c(std::chrono::seconds(30));
-  return c;
-}
-
 }  // namespace
 
 Result<SenderOptions> SenderOptions::FromConfig(ConfigTable* t) {
@@ -146,9 +141,8 @@ void Sender::Overflow() {
   drop = std::min(drop, memory_.size());
   memory_.erase(memory_.begin(), memory_.begin() + static_cast<std::ptrdiff_t>(drop));
   counters_.dropped += drop;
-  static Complainer complainer(std::chrono::seconds(10));
   int suppressed = 0;
-  if (complainer.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
+  if (overflow_complainer_.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
     spdlog::warn("[sender] memory bound of {} values reached and no spool: dropped the oldest {} "
                  "({} dropped in all); set [sender] spool_dir to keep them",
                  bound, drop, counters_.dropped);
@@ -235,9 +229,27 @@ void Sender::Send(std::unique_ptr<Batch> batch) {
       BuildSenderRequest(batch->values, ts.tv_sec, static_cast<int32_t>(ts.tv_nsec));
   auto frame = EncodeFrame(request, options_.compress);
   if (!frame.ok()) {
-    // Only a batch over 1 GiB fails here; split it.
-    spdlog::error("[sender] {}", frame.status().ToString());
+    // Only a request over Zabbix's 1 GiB limit fails here. Halve it; a single value that
+    // large can never be sent and is reported rejected.
+    if (batch->values.size() == 1) {
+      const SenderValue& v = batch->values.front();
+      ++counters_.rejected;
+      std::string why = frame.status().message();
+      if (on_reject_) {
+        on_reject_(v.host, v.key, 1, why);
+      } else {
+        spdlog::error("[sender] rejected host={} key={} values=1: {}", v.host, v.key, why);
+      }
+      return;
+    }
+    auto second = std::make_unique<Batch>();
+    second->seq = batch->seq;
+    size_t half = batch->values.size() / 2;
+    second->values.assign(std::make_move_iterator(batch->values.begin() + static_cast<std::ptrdiff_t>(half)),
+                          std::make_move_iterator(batch->values.end()));
+    batch->values.resize(half);
     Requeue(std::move(batch));
+    Requeue(std::move(second));
     return;
   }
   uint64_t id = next_exchange_id_++;
@@ -271,7 +283,7 @@ void Sender::OnReply(std::unique_ptr<Batch> batch, Result<std::string> reply) {
   const SenderReply& r = parsed.value();
 
   if (!reachable_) {
-    if (UnreachableComplainer().Recovered()) {
+    if (unreachable_complainer_.Recovered()) {
       spdlog::info("[sender] zabbix {} reachable again; {} values to replay", peer(),
                    memory_.size() + (spool_ ? spool_->pending_values() : 0));
     }
@@ -298,7 +310,7 @@ void Sender::OnTransportError(std::unique_ptr<Batch> batch, const Status& st) {
   backoff_ms_ = backoff_ms_ == 0 ? options_.backoff_min_ms
                                  : std::min(backoff_ms_ * 2, options_.backoff_max_ms);
   int suppressed = 0;
-  if (UnreachableComplainer().ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
+  if (unreachable_complainer_.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
     spdlog::warn("[sender] zabbix {}: {}; values kept and retried (next try in {} ms{})",
                  st.code() == StatusCode::kProtocolError ? "answered out of protocol"
                  : st.code() == StatusCode::kRejected    ? "refused the request"

@@ -29,6 +29,7 @@
 
 #include "collector/spool.h"
 #include "collector/zbx_protocol.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "common/tcp_exchange.h"
 #include "common/uv.h"
@@ -158,6 +159,8 @@ class Sender {
   std::function<void(Status)> drain_done_;
 
   SenderCounters counters_;
+  Complainer unreachable_complainer_{std::chrono::seconds(30)};
+  Complainer overflow_complainer_{std::chrono::seconds(10)};
   std::vector<double> latencies_;  // ring of recent batch latencies
   size_t latency_next_ = 0;
 };
