@@ -99,7 +99,10 @@ def main():
     elif args.kind == "postgresql":
         server = PostgresServer(settings={"max_connections": "1200"})
     else:
-        server = SshServer(extra_config={"MaxStartups": "2000:30:3000", "MaxSessions": "10"})
+        # internal-sftp: no shell per session (a login shell's start-up files, e.g. pyenv in
+        # root's .bashrc here, can serialise hundreds of simultaneous sftp-server starts).
+        server = SshServer(extra_config={"MaxStartups": "2000:30:3000", "MaxSessions": "10",
+                                         "Subsystem": "sftp internal-sftp"})
     with server:
         for n in args.targets:
             r = run(args.kind, server, n, args.seconds, tmp)

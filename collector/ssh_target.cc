@@ -379,9 +379,17 @@ void SshTarget::Connect() {
   stats_ = SshTargetStats{};
   connect_deadline_.Start(timeout_ms(), 0, [this] {
     if (conn_ && conn_->phase != Phase::kReady) {
+      std::string hint;
+      if (conn_->phase == Phase::kSftpVersion && conn_->out_pos >= conn_->out.size()) {
+        // INIT sent, no VERSION: sshd runs the subsystem through the user's login shell
+        // (`$SHELL -c sftp-server`), so slow shell start-up files (e.g. a ~/.bashrc that runs
+        // `pyenv init`) hold up the answer.
+        hint = "; the SFTP INIT was sent but sftp-server has not answered: sshd starts it "
+               "through the user's shell, whose start-up files (~/.bashrc) may be slow";
+      }
       Failed(Status::Timeout("SSH session to " + Where() + " not ready within " +
                              std::to_string(timeout_ms()) + " ms (stuck at: " +
-                             PhaseName(conn_->phase) + ")"));
+                             PhaseName(conn_->phase) + ")" + hint));
     }
   });
 
