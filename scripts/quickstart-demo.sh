@@ -1,38 +1,50 @@
 # shellcheck shell=bash
-# The quick start's demo, sourced by scripts/quickstart.sh once the local stack is up (see its
-# HOOK comment for the variables). What trapline has so far: it samples this machine every
-# second, compresses each metric into value sets per 10 s interval (exact min/max/mean), and
-# pushes them into Zabbix through the sender, batched. Later issues replace this pipeline with
-# the collector, the coordinator and zabbix-sync.
+# The quick start's trapline part, sourced by scripts/quickstart.sh once the local stack is up
+# (see its HOOK comment for the variables): a collector monitoring this machine over SSH, the
+# stack's PostgreSQL and its Redis, every second, value sets every 10 s, into Zabbix.
+# Later issues add the coordinator and zabbix-sync; until then the Zabbix items are made from
+# what `trapline probe` finds (scripts/quickstart_items.py).
 
-demo_host="trapline-quickstart"
-demo_interval=10
+pg_uri="postgresql://postgres@127.0.0.1:$TARGET_PG_PORT/postgres"
+ssh_uri="ssh://$TARGET_SSH_USER@$TARGET_SSH_HOST:$TARGET_SSH_PORT"
+redis_uri="redis://$TARGET_REDIS_HOST:$TARGET_REDIS_PORT"
 
-# The host, its trapper items and a min/avg/max graph, through the Zabbix API (idempotent).
-"$PY" "$ROOT/scripts/quickstart_zabbix.py" "$demo_host" || return 1
+"$PY" "$ROOT/scripts/quickstart_items.py" quickstart-linux "$ssh_uri" \
+  --identity "$TARGET_SSH_KEY" --known-hosts "$TARGET_SSH_KNOWN_HOSTS" || return 1
+"$PY" "$ROOT/scripts/quickstart_items.py" quickstart-postgresql "$pg_uri" || return 1
+"$PY" "$ROOT/scripts/quickstart_items.py" quickstart-redis "$redis_uri" || return 1
 
-# [sender] settings for every pipeline (each also gets a spool folder of its own for outages).
-cat >"$TRAPLINE_STACK_DIR/demo-sender.toml" <<TOML
+cat >"$TRAPLINE_STACK_DIR/collector.toml" <<TOML
+[collector]
+name = "quickstart"
+
 [sender]
 server = "$ZBX_SERVER_HOST"
 port = $ZBX_SERVER_PORT
-connections = 2
+spool_dir = "$TRAPLINE_STACK_DIR/spool"
+
+[[target]]
+host = "quickstart-linux"
+uri = "$ssh_uri"
+identity = "$TARGET_SSH_KEY"
+known_hosts = "$TARGET_SSH_KNOWN_HOSTS"
+interval = 10
+
+[[target]]
+host = "quickstart-postgresql"
+uri = "$pg_uri"
+interval = 10
+
+[[target]]
+host = "quickstart-redis"
+uri = "$redis_uri"
+interval = 10
 TOML
 
-# One pipeline per metric (scripts/demo-pipeline.sh): every second a sample "<time> <value>",
-# the samples become value sets, the value sets go to Zabbix. Each runs in a process group
-# of its own, so the quick start's SIGTERM on stop ends every process of it.
-sample() {
-  local key=$1
-  shift
-  setsid "$ROOT/scripts/demo-pipeline.sh" "$demo_host" "$key" "$demo_interval" \
-    "$TRAPLINE_STACK_DIR/demo-sender.toml" "$@" >>"$TRAPLINE_STACK_DIR/demo-$key.log" 2>&1 &
-}
-sample system.load1 -- "cut -d' ' -f1 /proc/loadavg"
-sample vm.memory.available -- "awk '/^MemAvailable:/ { print \$2 * 1024 }' /proc/meminfo"
-sample system.cpu.busy --counter -- "awk '/^cpu / { print \$2 + \$3 + \$4 + \$7 + \$8 }' /proc/stat"
-sample system.context_switches --counter -- "awk '/^ctxt / { print \$2 }' /proc/stat"
+# Its own process group, so the quick start's SIGTERM on stop reaches it (and only it).
+setsid "$TRAPLINE_BUILD_DIR/trapline" collector --config "$TRAPLINE_STACK_DIR/collector.toml" \
+  >>"$TRAPLINE_STACK_DIR/collector.log" 2>&1 &
 
-echo "quickstart: sampling this machine every second into host '$demo_host';"
-echo "            value sets every ${demo_interval} s (logs: $TRAPLINE_STACK_DIR/demo-*.log)"
-echo "            Graphs: Monitoring > Hosts > $demo_host > Graphs"
+echo "quickstart: collector running (log: $TRAPLINE_STACK_DIR/collector.log);"
+echo "            hosts quickstart-linux, quickstart-postgresql, quickstart-redis get values every 10 s"
+echo "            (Monitoring > Latest data, filter on host group 'trapline')"
