@@ -41,30 +41,13 @@ std::vector<MetricSpec> BuildMetrics() {
   std::vector<MetricSpec> m;
   auto gauge = [&m](std::string name, std::string kind, std::string title, std::string units,
                     std::string description) {
-    MetricSpec s;
-    s.name = std::move(name);
-    s.entity_kind = std::move(kind);
-    s.title = std::move(title);
-    s.units = std::move(units);
-    s.kind = MetricKind::kGauge;
-    s.value_type = ValueType::kFloat;
-    s.interval_s = 60;
-    s.description = std::move(description);
-    m.push_back(std::move(s));
+    m.push_back(GaugeSpec(std::move(name), std::move(title), std::move(units),
+                          std::move(description), std::move(kind)));
   };
   auto counter = [&m](std::string name, std::string kind, std::string title, std::string units,
                       double rate_scale, std::string description) {
-    MetricSpec s;
-    s.name = std::move(name);
-    s.entity_kind = std::move(kind);
-    s.title = std::move(title);
-    s.units = std::move(units);
-    s.kind = MetricKind::kCounter;
-    s.value_type = ValueType::kFloat;
-    s.interval_s = 60;
-    s.description = std::move(description);
-    s.rate_scale = rate_scale;
-    m.push_back(std::move(s));
+    m.push_back(CounterSpec(std::move(name), std::move(title), std::move(units),
+                            std::move(description), std::move(kind), rate_scale));
   };
 
   // CPU (/proc/stat).

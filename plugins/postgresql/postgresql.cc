@@ -157,61 +157,61 @@ constexpr std::string_view kDatabasesSql =
 // ---------------------------------------------------------------------------------------------
 // Metric declarations
 
-
 MetricSpec DbGauge(std::string name, std::string title, std::string units,
                    std::string description) {
   return GaugeSpec(std::move(name), std::move(title), std::move(units), std::move(description),
-               "database");
+                   "database");
 }
 
 MetricSpec DbCounter(std::string name, std::string title, std::string units,
                      std::string description) {
   return CounterSpec(std::move(name), std::move(title), std::move(units), std::move(description),
-                 "database");
+                     "database");
 }
 
 std::vector<MetricSpec> BuildMetrics() {
   std::vector<MetricSpec> m = {
       // instance
       GaugeSpec("recovery", "In recovery (standby)", "",
-            "1 while the server is a standby (pg_is_in_recovery()), 0 on a primary."),
+                "1 while the server is a standby (pg_is_in_recovery()), 0 on a primary."),
       CounterSpec("wal.bytes", "WAL written", "Bps",
-              "Rate of the WAL position: pg_current_wal_lsn() on a primary, "
-              "pg_last_wal_receive_lsn() on a standby."),
+                  "Rate of the WAL position: pg_current_wal_lsn() on a primary, "
+                  "pg_last_wal_receive_lsn() on a standby."),
       GaugeSpec("replication.replay_delay", "Standby replay delay", "s",
-            "On a standby: now() - pg_last_xact_replay_timestamp(), 0 when all WAL received "
-            "is replayed."),
+                "On a standby: now() - pg_last_xact_replay_timestamp(), 0 when all WAL received "
+                "is replayed."),
       CounterSpec("archiver.archived", "WAL files archived per second", "/s",
-              "Rate of pg_stat_archiver.archived_count."),
+                  "Rate of pg_stat_archiver.archived_count."),
       CounterSpec("archiver.failed", "WAL archiving failures per second", "/s",
-              "Rate of pg_stat_archiver.failed_count."),
+                  "Rate of pg_stat_archiver.failed_count."),
       GaugeSpec("xid.oldest_age", "Oldest transaction ID age", "",
-            "max(age(datfrozenxid)) over all databases, templates included: wraparound is at "
-            "2^31."),
+                "max(age(datfrozenxid)) over all databases, templates included: wraparound is at "
+                "2^31."),
       GaugeSpec("uptime", "Uptime", "uptime", "now() - pg_postmaster_start_time()."),
       // activity (client backends)
       GaugeSpec("connections.total", "Connections", "", "Client backends (pg_stat_activity)."),
       GaugeSpec("connections.active", "Connections active", "", "Client backends in state active."),
       GaugeSpec("connections.idle", "Connections idle", "", "Client backends in state idle."),
       GaugeSpec("connections.idle_in_transaction", "Connections idle in transaction", "",
-            "Client backends in state 'idle in transaction'."),
-      GaugeSpec("connections.idle_in_transaction_aborted", "Connections idle in aborted transaction",
-            "", "Client backends in state 'idle in transaction (aborted)'."),
+                "Client backends in state 'idle in transaction'."),
+      GaugeSpec("connections.idle_in_transaction_aborted",
+                "Connections idle in aborted transaction", "",
+                "Client backends in state 'idle in transaction (aborted)'."),
       GaugeSpec("connections.fastpath", "Connections in a fast-path call", "",
-            "Client backends in state 'fastpath function call'."),
+                "Client backends in state 'fastpath function call'."),
       GaugeSpec("connections.disabled", "Connections with track_activities off", "",
-            "Client backends in state disabled."),
+                "Client backends in state disabled."),
       GaugeSpec("connections.waiting", "Sessions waiting for a lock", "",
-            "Client backends whose wait_event_type is Lock."),
+                "Client backends whose wait_event_type is Lock."),
       GaugeSpec("connections.max", "Connections allowed", "", "The max_connections setting."),
       GaugeSpec("connections.used_pct", "Connections, % of max_connections", "%",
-            "Client backends / max_connections * 100."),
+                "Client backends / max_connections * 100."),
       GaugeSpec("transactions.max_age", "Longest open transaction", "s",
-            "now() - xact_start of the oldest open transaction of another client backend "
-            "(idle in transaction included); 0 when none."),
+                "now() - xact_start of the oldest open transaction of another client backend "
+                "(idle in transaction included); 0 when none."),
       GaugeSpec("queries.max_age", "Longest running query", "s",
-            "now() - query_start of the oldest active query of another client backend; 0 when "
-            "none."),
+                "now() - query_start of the oldest active query of another client backend; 0 when "
+                "none."),
       // locks
       GaugeSpec("locks.total", "Locks", "", "Rows of pg_locks (this session's own excluded)."),
       GaugeSpec("locks.not_granted", "Locks awaited", "", "Rows of pg_locks not granted."),
@@ -228,39 +228,41 @@ std::vector<MetricSpec> BuildMetrics() {
       {"si_read", "SIReadLock"},
   };
   for (const auto& [name, mode] : modes) {
-    m.push_back(GaugeSpec(std::string("locks.") + name, std::string("Locks ") + mode, "",
-                      std::string("Rows of pg_locks in mode ") + mode + ", granted or awaited."));
+    m.push_back(
+        GaugeSpec(std::string("locks.") + name, std::string("Locks ") + mode, "",
+                  std::string("Rows of pg_locks in mode ") + mode + ", granted or awaited."));
   }
   std::vector<MetricSpec> more = {
       // bgwriter / checkpointer
       CounterSpec("checkpoints.timed", "Checkpoints scheduled per second", "/s",
-              "Rate of checkpoints_timed (17+: pg_stat_checkpointer.num_timed)."),
+                  "Rate of checkpoints_timed (17+: pg_stat_checkpointer.num_timed)."),
       CounterSpec("checkpoints.requested", "Checkpoints requested per second", "/s",
-              "Rate of checkpoints_req (17+: pg_stat_checkpointer.num_requested)."),
+                  "Rate of checkpoints_req (17+: pg_stat_checkpointer.num_requested)."),
       CounterSpec("checkpoints.write_time", "Checkpoint write time", "%",
-              "Rate of checkpoint_write_time (ms) as % of wall time (17+: write_time).", "", 0.1),
+                  "Rate of checkpoint_write_time (ms) as % of wall time (17+: write_time).", "",
+                  0.1),
       CounterSpec("checkpoints.sync_time", "Checkpoint sync time", "%",
-              "Rate of checkpoint_sync_time (ms) as % of wall time (17+: sync_time).", "", 0.1),
+                  "Rate of checkpoint_sync_time (ms) as % of wall time (17+: sync_time).", "", 0.1),
       CounterSpec("buffers.checkpoint", "Buffers written by checkpoints per second", "/s",
-              "Rate of buffers_checkpoint (17+: pg_stat_checkpointer.buffers_written)."),
+                  "Rate of buffers_checkpoint (17+: pg_stat_checkpointer.buffers_written)."),
       CounterSpec("buffers.clean", "Buffers written by the background writer per second", "/s",
-              "Rate of pg_stat_bgwriter.buffers_clean."),
+                  "Rate of pg_stat_bgwriter.buffers_clean."),
       CounterSpec("buffers.backend", "Buffers written by backends per second", "/s",
-              "Rate of buffers_backend (17+: relation writes in pg_stat_io by all but the "
-              "checkpointer and the background writer)."),
+                  "Rate of buffers_backend (17+: relation writes in pg_stat_io by all but the "
+                  "checkpointer and the background writer)."),
       CounterSpec("buffers.alloc", "Buffers allocated per second", "/s",
-              "Rate of pg_stat_bgwriter.buffers_alloc."),
+                  "Rate of pg_stat_bgwriter.buffers_alloc."),
       CounterSpec("bgwriter.maxwritten_clean", "Background writer stops per second", "/s",
-              "Rate of maxwritten_clean: cleaning scans stopped at bgwriter_lru_maxpages."),
+                  "Rate of maxwritten_clean: cleaning scans stopped at bgwriter_lru_maxpages."),
       // replication
       GaugeSpec("replication.standbys", "Standbys connected", "",
-            "WAL senders in pg_stat_replication, base backups excluded."),
+                "WAL senders in pg_stat_replication, base backups excluded."),
       GaugeSpec("standby.lag_bytes", "Standby {#ENTITY} lag", "B",
-            "This server's WAL position minus the standby's replay_lsn.", "standby"),
+                "This server's WAL position minus the standby's replay_lsn.", "standby"),
       GaugeSpec("standby.lag_seconds", "Standby {#ENTITY} replay lag", "s",
-            "replay_lag of pg_stat_replication; 0 when NULL and caught up.", "standby"),
+                "replay_lag of pg_stat_replication; 0 when NULL and caught up.", "standby"),
       GaugeSpec("standby.streaming", "Standby {#ENTITY} streaming", "",
-            "1 when the WAL sender's state is streaming, else 0.", "standby"),
+                "1 when the WAL sender's state is streaming, else 0.", "standby"),
       // per database
       DbGauge("db.size", "Database {#ENTITY} size", "B", "pg_database_size()."),
       DbGauge("db.backends", "Database {#ENTITY} backends", "", "numbackends of pg_stat_database."),

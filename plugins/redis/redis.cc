@@ -19,8 +19,8 @@ namespace {
 // Metric declarations
 
 // Redis declares no per-entity counters: the scale is the fifth argument.
-MetricSpec Counter(std::string name, std::string title, std::string units,
-                   std::string description, double rate_scale = 1.0) {
+MetricSpec Counter(std::string name, std::string title, std::string units, std::string description,
+                   double rate_scale = 1.0) {
   return CounterSpec(std::move(name), std::move(title), std::move(units), std::move(description),
                      "", rate_scale);
 }
@@ -29,29 +29,30 @@ std::vector<MetricSpec> BuildMetrics() {
   return {
       // Server
       TextSpec("version", "Redis version", "redis_version of the server."),
-      GaugeSpec("uptime", "Uptime", "uptime", "Seconds since the server started (uptime_in_seconds)."),
+      GaugeSpec("uptime", "Uptime", "uptime",
+                "Seconds since the server started (uptime_in_seconds)."),
       // Clients
       GaugeSpec("clients.connected", "Connected clients", "",
-            "Client connections, replicas excluded (connected_clients)."),
+                "Client connections, replicas excluded (connected_clients)."),
       GaugeSpec("clients.blocked", "Blocked clients", "",
-            "Clients waiting in a blocking command such as BLPOP (blocked_clients)."),
+                "Clients waiting in a blocking command such as BLPOP (blocked_clients)."),
       Counter("connections.received", "Connections accepted per second", "/s",
               "Rate of total_connections_received."),
       Counter("connections.rejected", "Connections rejected per second", "/s",
               "Rate of rejected_connections: connections refused because of maxclients."),
       // Memory
       GaugeSpec("memory.used", "Memory used", "B",
-            "Bytes allocated by Redis through its allocator (used_memory)."),
+                "Bytes allocated by Redis through its allocator (used_memory)."),
       GaugeSpec("memory.rss", "Memory RSS", "B",
-            "Resident set size of the server process as the OS sees it (used_memory_rss)."),
+                "Resident set size of the server process as the OS sees it (used_memory_rss)."),
       GaugeSpec("memory.peak", "Memory peak", "B",
-            "Highest used_memory since the start or the last MEMORY RESET (used_memory_peak)."),
+                "Highest used_memory since the start or the last MEMORY RESET (used_memory_peak)."),
       GaugeSpec("memory.fragmentation_ratio", "Memory fragmentation ratio", "",
-            "used_memory_rss / used_memory (mem_fragmentation_ratio)."),
+                "used_memory_rss / used_memory (mem_fragmentation_ratio)."),
       GaugeSpec("memory.max", "Memory limit", "B",
-            "The maxmemory setting; 0 means no limit (maxmemory)."),
+                "The maxmemory setting; 0 means no limit (maxmemory)."),
       GaugeSpec("memory.used_pct", "Memory used, % of the limit", "%",
-            "used_memory / maxmemory * 100; only reported when maxmemory is set."),
+                "used_memory / maxmemory * 100; only reported when maxmemory is set."),
       // Commands and network
       Counter("ops", "Commands per second", "/s",
               "Rate of total_commands_processed, exact over each tick (includes the INFO of "
@@ -68,55 +69,56 @@ std::vector<MetricSpec> BuildMetrics() {
       Counter("keyspace.misses", "Keyspace misses per second", "/s",
               "Rate of keyspace_misses: lookups of keys that do not exist."),
       GaugeSpec("keyspace.hit_ratio", "Keyspace hit ratio", "%",
-            "keyspace_hits / (keyspace_hits + keyspace_misses) * 100 since the start or the "
-            "last CONFIG RESETSTAT; not reported before the first lookup."),
+                "keyspace_hits / (keyspace_hits + keyspace_misses) * 100 since the start or the "
+                "last CONFIG RESETSTAT; not reported before the first lookup."),
       Counter("keys.evicted", "Keys evicted per second", "/s",
               "Rate of evicted_keys: keys removed because of maxmemory."),
       Counter("keys.expired", "Keys expired per second", "/s", "Rate of expired_keys."),
       GaugeSpec("keys.total", "Keys", "", "Keys in all databases (sum of the Keyspace section)."),
       GaugeSpec("keys.expires", "Keys with a TTL", "",
-            "Keys with an expiry in all databases (sum of the Keyspace section)."),
+                "Keys with an expiry in all databases (sum of the Keyspace section)."),
       // Per database (entity kind "keyspace", name "db<N>")
       GaugeSpec("db.keys", "Keys in {#ENTITY}", "", "Keys in the database.", "keyspace"),
       GaugeSpec("db.expires", "Keys with a TTL in {#ENTITY}", "",
-            "Keys with an expiry in the database.", "keyspace"),
+                "Keys with an expiry in the database.", "keyspace"),
       GaugeSpec("db.avg_ttl", "Average TTL in {#ENTITY}", "s",
-            "Redis' estimate of the average remaining TTL of the keys with an expiry (avg_ttl, "
-            "converted from ms).",
-            "keyspace"),
+                "Redis' estimate of the average remaining TTL of the keys with an expiry (avg_ttl, "
+                "converted from ms).",
+                "keyspace"),
       // Replication
       TextSpec("replication.role", "Replication role",
-           "role as Redis reports it: master or slave (a replica)."),
+               "role as Redis reports it: master or slave (a replica)."),
       GaugeSpec("replication.replicas", "Connected replicas", "", "connected_slaves."),
       Counter("replication.offset", "Replication stream", "Bps",
               "Rate of master_repl_offset: bytes of replication stream produced (master) or "
               "received (replica) per second."),
       GaugeSpec("replication.master_link_up", "Link to the master is up", "",
-            "On a replica: 1 when master_link_status is up, 0 when down."),
+                "On a replica: 1 when master_link_status is up, 0 when down."),
       GaugeSpec("replication.master_last_io", "Seconds since the last I/O with the master", "s",
-            "On a replica: master_last_io_seconds_ago (not reported while never connected)."),
+                "On a replica: master_last_io_seconds_ago (not reported while never connected)."),
       GaugeSpec("replication.master_link_down_since", "Link to the master down for", "s",
-            "On a replica whose link is down: master_link_down_since_seconds."),
+                "On a replica whose link is down: master_link_down_since_seconds."),
       // Per replica, as its master sees it (entity kind "replica", name "<ip>:<port>")
       GaugeSpec("replica.online", "Replica {#ENTITY} online", "",
-            "1 when the master lists the replica in state online, else 0.", "replica"),
+                "1 when the master lists the replica in state online, else 0.", "replica"),
       GaugeSpec("replica.lag_bytes", "Replica {#ENTITY} lag", "B",
-            "master_repl_offset minus the offset the replica acknowledged.", "replica"),
+                "master_repl_offset minus the offset the replica acknowledged.", "replica"),
       GaugeSpec("replica.lag", "Replica {#ENTITY} seconds since its last ACK", "s",
-            "Seconds since the replica last acknowledged (lag; replicas ACK every second).",
-            "replica"),
+                "Seconds since the replica last acknowledged (lag; replicas ACK every second).",
+                "replica"),
       // Persistence
       GaugeSpec("persistence.rdb_last_bgsave_ok", "Last RDB save succeeded", "",
-            "1 when rdb_last_bgsave_status is ok, 0 otherwise."),
-      GaugeSpec("persistence.rdb_last_save_age", "Seconds since the last RDB save", "s",
-            "server_time_usec - rdb_last_save_time, both from the server (needs Redis >= 6.2)."),
+                "1 when rdb_last_bgsave_status is ok, 0 otherwise."),
+      GaugeSpec(
+          "persistence.rdb_last_save_age", "Seconds since the last RDB save", "s",
+          "server_time_usec - rdb_last_save_time, both from the server (needs Redis >= 6.2)."),
       GaugeSpec("persistence.rdb_changes_since_last_save", "Changes since the last RDB save", "",
-            "rdb_changes_since_last_save."),
+                "rdb_changes_since_last_save."),
       GaugeSpec("persistence.aof_enabled", "AOF enabled", "", "aof_enabled: 1 when appendonly."),
       GaugeSpec("persistence.aof_last_write_ok", "Last AOF write succeeded", "",
-            "1 when aof_last_write_status is ok, 0 otherwise."),
+                "1 when aof_last_write_status is ok, 0 otherwise."),
       GaugeSpec("persistence.aof_last_bgrewrite_ok", "Last AOF rewrite succeeded", "",
-            "1 when aof_last_bgrewrite_status is ok, 0 otherwise."),
+                "1 when aof_last_bgrewrite_status is ok, 0 otherwise."),
   };
 }
 
