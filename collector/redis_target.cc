@@ -102,7 +102,7 @@ std::string ReadPasswordFile(const std::string& path, Status* st) {
 }  // namespace
 
 RedisTarget::RedisTarget(uv_loop_t* loop, TargetConfig config, DeliverFn deliver)
-    : TargetBase(loop, std::move(config), std::move(deliver)) {}
+    : TargetBase(loop, std::move(config), std::move(deliver)), connect_deadline_(loop) {}
 
 RedisTarget::~RedisTarget() { Disconnect(); }
 
@@ -123,6 +123,10 @@ void RedisTarget::Connect() {
     redisAsyncFree(ac);
     return Failed(st);
   }
+  connect_deadline_.Start(timeout_ms(), 0, [this] {
+    Failed(Status::Timeout("not connected and authenticated within " +
+                           std::to_string(timeout_ms()) + " ms"));
+  });
   auto* link = new Link(this, loop());
   link->ac = ac;
   link->watcher = std::make_unique<SocketWatcher>(loop(), ac->c.fd, [link](int status, int events) {
@@ -182,7 +186,10 @@ void RedisTarget::OnConnected(int status, const char* errstr) {
     link_ = nullptr;
     return Failed(Status::Unavailable(std::string("connect: ") + errstr));
   }
-  if (password_.empty()) Connected();
+  if (password_.empty()) {
+    connect_deadline_.Stop();
+    Connected();
+  }
 }
 
 void RedisTarget::OnAuth(void* r, const char* errstr) {
@@ -191,6 +198,7 @@ void RedisTarget::OnAuth(void* r, const char* errstr) {
   if (reply->type == REDIS_REPLY_ERROR) {
     return Failed(Status::Rejected("authentication failed: " + std::string(reply->str, reply->len)));
   }
+  connect_deadline_.Stop();
   Connected();
 }
 
@@ -233,6 +241,7 @@ void RedisTarget::OnInfo(void* r, const char* errstr) {
 }
 
 void RedisTarget::Disconnect() {
+  connect_deadline_.Stop();
   if (link_ == nullptr) return;
   Link* l = link_;
   link_ = nullptr;

@@ -36,6 +36,7 @@ class RedisTarget : public TargetBase {
   void OnInfo(void* reply, const char* errstr);
 
   Link* link_ = nullptr;  // the live connection, or null
+  Timer connect_deadline_;  // hiredis 0.14 has no async connect timeout of its own
   std::string password_;  // from config.password or password_file
 };
 
