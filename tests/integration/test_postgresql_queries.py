@@ -92,8 +92,11 @@ def setup():
         check(cp.returncode == 0, lambda: f"pg_basebackup failed: {cp.stderr}")
         standby = PostgresServer(init_from=backup, settings={"cluster_name": "standby1"})
         standby.start()
+        # Streaming, and the standby has reported where it replayed to (replay_lsn is NULL
+        # until its first status message; the lag checks below need it).
         wait_until(lambda: pg.psql_value("SELECT count(*) FROM pg_stat_replication WHERE "
-                                         "state = 'streaming'") == "1", 60, "a streaming standby")
+                                         "state = 'streaming' AND replay_lsn IS NOT NULL") == "1",
+                   60, "a streaming standby that has reported its replay position")
         # A standby that has a standby of its own would run the lag query in recovery too;
         # the plain recovery path is what the standby check covers.
         return {"pg": pg, "standby": standby, "tmp": tmp, "sql": sql_for(pg.major)}
