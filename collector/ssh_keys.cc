@@ -1,4 +1,5 @@
 #include "collector/ssh_keys.h"
+#include "collector/ssh_wire.h"
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -25,36 +26,7 @@ namespace {
 constexpr std::string_view kOpensshBegin = "-----BEGIN OPENSSH PRIVATE KEY-----";
 constexpr std::string_view kOpensshEnd = "-----END OPENSSH PRIVATE KEY-----";
 
-// Reads SSH wire fields off the front of a buffer.
-class Reader {
- public:
-  explicit Reader(std::string_view s) : s_(s) {}
-  bool U32(uint32_t* v) {
-    if (s_.size() < 4) return false;
-    auto b = [this](int k) { return static_cast<uint32_t>(static_cast<unsigned char>(s_[k])); };
-    *v = b(0) << 24 | b(1) << 16 | b(2) << 8 | b(3);
-    s_.remove_prefix(4);
-    return true;
-  }
-  bool String(std::string_view* v) {
-    uint32_t n = 0;
-    if (!U32(&n) || s_.size() < n) return false;
-    *v = s_.substr(0, n);
-    s_.remove_prefix(n);
-    return true;
-  }
-
- private:
-  std::string_view s_;
-};
-
-void PutString(std::string* out, std::string_view s) {
-  uint32_t n = static_cast<uint32_t>(s.size());
-  char b[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
-               static_cast<char>(n)};
-  out->append(b, 4);
-  out->append(s);
-}
+using Reader = WireReader;
 
 std::string AuthBlob(std::string_view e_mpint, std::string_view n_mpint) {
   std::string blob;

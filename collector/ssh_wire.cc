@@ -182,9 +182,7 @@ std::string ShellQuote(std::string_view word) {
 // ---------------------------------------------------------------------------------------------
 // SFTP
 
-namespace sftp {
-
-namespace {
+// SSH wire encoding.
 
 void PutU32(std::string* out, uint32_t v) {
   char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
@@ -202,39 +200,39 @@ void PutString(std::string* out, std::string_view s) {
   out->append(s);
 }
 
+bool WireReader::U32(uint32_t* v) {
+  if (s_.size() < 4) return false;
+  auto b = [this](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(s_[k])); };
+  *v = b(0) << 24 | b(1) << 16 | b(2) << 8 | b(3);
+  s_.remove_prefix(4);
+  return true;
+}
+
+bool WireReader::U64(uint64_t* v) {
+  uint32_t hi = 0, lo = 0;
+  if (!U32(&hi) || !U32(&lo)) return false;
+  *v = static_cast<uint64_t>(hi) << 32 | lo;
+  return true;
+}
+
+bool WireReader::String(std::string_view* v) {
+  uint32_t n = 0;
+  if (!U32(&n) || s_.size() < n) return false;
+  *v = s_.substr(0, n);
+  s_.remove_prefix(n);
+  return true;
+}
+
+namespace sftp {
+
+namespace {
+
+using Cursor = WireReader;
+
 uint32_t LoadU32(const char* p) {
   auto b = [p](int k) { return static_cast<uint32_t>(static_cast<unsigned char>(p[k])); };
   return b(0) << 24 | b(1) << 16 | b(2) << 8 | b(3);
 }
-
-// Reads big-endian fields off the front of a payload.
-class Cursor {
- public:
-  explicit Cursor(std::string_view s) : s_(s) {}
-  bool U32(uint32_t* v) {
-    if (s_.size() < 4) return false;
-    *v = LoadU32(s_.data());
-    s_.remove_prefix(4);
-    return true;
-  }
-  bool U64(uint64_t* v) {
-    uint32_t hi = 0, lo = 0;
-    if (!U32(&hi) || !U32(&lo)) return false;
-    *v = static_cast<uint64_t>(hi) << 32 | lo;
-    return true;
-  }
-  bool String(std::string_view* v) {
-    uint32_t n = 0;
-    if (!U32(&n) || s_.size() < n) return false;
-    *v = s_.substr(0, n);
-    s_.remove_prefix(n);
-    return true;
-  }
-  bool empty() const { return s_.empty(); }
-
- private:
-  std::string_view s_;
-};
 
 // Starts a packet: a length placeholder, the type and (but for INIT) the id. Returns the offset
 // of the length, which Finish() fills in.

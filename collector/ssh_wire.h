@@ -56,6 +56,29 @@ std::string Base64NoPad(std::string_view bytes);
 std::string ShellQuote(std::string_view word);
 
 // ---------------------------------------------------------------------------------------------
+// SSH wire encoding (RFC 4251): big-endian uint32/uint64 and uint32-length-prefixed strings,
+// shared by the SFTP codec and the key code.
+
+void PutU32(std::string* out, uint32_t v);
+void PutU64(std::string* out, uint64_t v);
+void PutString(std::string* out, std::string_view s);
+
+// Reads wire fields off the front of a buffer; a read that the buffer is too short for
+// returns false.
+class WireReader {
+ public:
+  explicit WireReader(std::string_view s) : s_(s) {}
+  bool U32(uint32_t* v);
+  bool U64(uint64_t* v);
+  bool String(std::string_view* v);
+  bool empty() const { return s_.empty(); }
+  std::string_view rest() const { return s_; }
+
+ private:
+  std::string_view s_;
+};
+
+// ---------------------------------------------------------------------------------------------
 // SFTP version 3
 
 namespace sftp {
