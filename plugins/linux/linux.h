@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "plugins/plugin.h"
+#include "plugins/template.h"
 
 // Not `linux`: with GNU extensions `linux` is a predefined macro.
 namespace trapline::plugins::linuxhost {
@@ -35,6 +36,9 @@ inline constexpr std::string_view kPluginName = "linux";
 // fill values of a value set are generally not integers (they make the mean exact), and a
 // Zabbix unsigned item would reject them.
 const std::vector<MetricSpec>& Metrics();
+
+// Triggers, graphs and macros for zabbix-sync (template.cc; see README.md "Zabbix template").
+const ZabbixTemplate& Template();
 
 // Which disks, filesystems and interfaces become entities. Patterns are globs ('*' any run of
 // characters, '/' included; '?' one character; '[a-z]', '[!0-9]' sets) matched against the

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "plugins/plugin.h"
+#include "plugins/template.h"
 
 namespace trapline::plugins::postgresql {
 
@@ -47,6 +48,9 @@ inline constexpr std::array<std::string_view, 6> kStatementNames = {
 // Every metric the plugin can report, in a fixed order. The reference stays valid for the
 // life of the program.
 const std::vector<MetricSpec>& Metrics();
+
+// Triggers, graphs and macros for zabbix-sync (template.cc; see README.md "Zabbix template").
+const ZabbixTemplate& Template();
 
 // Why a server version cannot be monitored, or "" when it can (>= 12; versions newer than the
 // newest known, 17, get the newest queries).

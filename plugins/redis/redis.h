@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "plugins/plugin.h"
+#include "plugins/template.h"
 
 namespace trapline::plugins::redis {
 
@@ -27,6 +28,9 @@ inline constexpr std::string_view kPluginName = "redis";
 // Every metric the plugin can report, in a fixed order. The reference stays valid for the
 // life of the program.
 const std::vector<MetricSpec>& Metrics();
+
+// Triggers, graphs and macros for zabbix-sync (template.cc; see README.md "Zabbix template").
+const ZabbixTemplate& Template();
 
 // The command sent each tick, as argv: {"INFO"}, the default sections. Measured on Redis 7.0
 // (Debian 12): INFO 4.9 kB, INFO everything 5.2 kB on an idle server and growing by ~150 bytes
