@@ -15,5 +15,7 @@ Runner AddCompressCommand(CLI::App& app);
 Runner AddSendCommand(CLI::App& app);
 Runner AddCollectorCommand(CLI::App& app);
 Runner AddProbeCommand(CLI::App& app);
+Runner AddSyncCommand(CLI::App& app);
+Runner AddMaintenanceCommand(CLI::App& app);
 
 }  // namespace trapline::cli

@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   add(trapline::cli::AddSendCommand(app));
   add(trapline::cli::AddCollectorCommand(app));
   add(trapline::cli::AddProbeCommand(app));
+  add(trapline::cli::AddSyncCommand(app));
+  add(trapline::cli::AddMaintenanceCommand(app));
 
   try {
     app.parse(argc, argv);

@@ -8,9 +8,9 @@ namespace trapline::plugins {
 
 const std::vector<PluginInfo>& BuiltinPlugins() {
   static const std::vector<PluginInfo> kPlugins = {
-      {linuxhost::kPluginName, {"ssh"}, &linuxhost::Metrics},
-      {postgresql::kPluginName, {"postgresql", "postgres"}, &postgresql::Metrics},
-      {redis::kPluginName, {"redis"}, &redis::Metrics},
+      {linuxhost::kPluginName, {"ssh"}, &linuxhost::Metrics, &linuxhost::Template},
+      {postgresql::kPluginName, {"postgresql", "postgres"}, &postgresql::Metrics, &postgresql::Template},
+      {redis::kPluginName, {"redis"}, &redis::Metrics, &redis::Template},
   };
   return kPlugins;
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "plugins/plugin.h"
+#include "plugins/template.h"
 
 namespace trapline::plugins {
 
@@ -14,6 +15,8 @@ struct PluginInfo {
   std::string_view name;                     // "linux", "postgresql", "redis"
   std::vector<std::string_view> schemes;     // URI schemes: "ssh", "postgresql", ...
   const std::vector<MetricSpec>& (*metrics)();
+  // Triggers, graphs and macros for zabbix-sync (plugins/template.h).
+  const ZabbixTemplate& (*zabbix_template)();
 };
 
 // Every built-in plugin.
