@@ -5,6 +5,8 @@
 
 #include <charconv>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "plugins/redis/redis.h"
 
@@ -203,26 +205,37 @@ void RedisTarget::OnAuth(void* r, const char* errstr) {
 }
 
 void RedisTarget::Tick() {
-  static const std::vector<std::string> kCommand = plugins::redis::TickCommand();
-  std::vector<const char*> argv;
-  std::vector<size_t> lens;
-  for (const auto& a : kCommand) {
-    argv.push_back(a.c_str());
-    lens.push_back(a.size());
-  }
-  int rc = redisAsyncCommandArgv(
-      link_->ac,
-      [](redisAsyncContext* c, void* reply, void*) {
-        auto* l = static_cast<Link*>(c->data);
-        if (l->owner != nullptr) l->owner->OnInfo(reply, c->errstr);
-      },
-      nullptr, static_cast<int>(argv.size()), argv.data(), lens.data());
-  if (rc != REDIS_OK) return Failed(Status::Unavailable("cannot queue INFO: connection closing"));
-  // Write the command now instead of waiting for a writable event: the socket is almost
-  // always writable, and this saves a wake-up and two epoll_ctl calls per tick. The watch
-  // changes hiredis asks for meanwhile are folded into one.
+  // The command never changes: its argv is built once.
+  struct Argv {
+    std::vector<std::string> args = plugins::redis::TickCommand();
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    Argv() {
+      for (const auto& a : args) {
+        argv.push_back(a.c_str());
+        lens.push_back(a.size());
+      }
+    }
+  };
+  static Argv command;  // not const: hiredis 0.14 takes a non-const argv
+  // Queue the command and write it at once instead of waiting for a writable event: the
+  // socket is almost always writable, and this saves a wake-up per tick. hiredis asks for
+  // write interest when the command is queued and drops it when it is written; with the
+  // changes folded into one at the end, the watch stays "readable" and no epoll_ctl is made
+  // (libuv's uv_poll_start removes the socket from epoll and adds it again on every change).
   Link* l = link_;
   l->batching = true;
+  int rc = redisAsyncCommandArgv(
+      l->ac,
+      [](redisAsyncContext* c, void* reply, void*) {
+        auto* link = static_cast<Link*>(c->data);
+        if (link->owner != nullptr) link->owner->OnInfo(reply, c->errstr);
+      },
+      nullptr, static_cast<int>(command.argv.size()), command.argv.data(), command.lens.data());
+  if (rc != REDIS_OK) {
+    l->batching = false;
+    return Failed(Status::Unavailable("cannot queue INFO: connection closing"));
+  }
   redisAsyncHandleWrite(l->ac);
   l->batching = false;
   if (link_ == l) l->UpdateWatch();
