@@ -48,7 +48,7 @@ int RunProbe(const ProbeFlags& f) {
   const TargetConfig& tc = *made_config;
 
   // Counters are shown as per-second rates, as the collector sends them (before compression).
-  std::map<std::string, const plugins::MetricSpec*> specs;
+  std::map<std::string, const plugins::MetricSpec*, std::less<>> specs;
   for (const auto& m : plugin->metrics()) specs[m.name] = &m;
   std::map<std::string, CounterRate> rates;
   std::set<std::string> entities_seen;

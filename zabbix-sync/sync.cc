@@ -144,7 +144,8 @@ class Syncer::Run {
   Result<std::vector<std::string>> Create(const std::string& object, const json& objects) {
     TRAPLINE_ASSIGN_OR_RETURN(json res, Call(object + ".create", objects));
     std::vector<std::string> ids;
-    const auto& arr = res.value(object + "ids", json::array());
+    const std::string field = object == "hostgroup" ? "groupids" : object + "ids";
+    const auto& arr = res.value(field, json::array());
     for (const auto& id : arr) ids.push_back(Str(id));
     if (ids.size() != objects.size()) {
       return Status::ProtocolError(fmt::format("{}.create for host {}: sent {} objects, got {} ids",
@@ -466,6 +467,37 @@ class Syncer::Run {
     return Status::OK();
   }
 
+  // "{123}>{$M}" with function 123 = avg(item 45, "$,5m") -> "avg(/host/key45,5m)>{$M}".
+  // A function of an item that is not trapline's stays "{123}": the comparison then differs.
+  std::string Unexpand(const std::string& expression, const json& trigger,
+                       const std::map<std::string, std::string>& key_of_id) const {
+    std::map<std::string, std::string> fn;
+    for (const auto& f : trigger.value("functions", json::array())) {
+      auto key = key_of_id.find(Str(f["itemid"]));
+      if (key == key_of_id.end()) continue;
+      std::string param = Str(f["parameter"]);
+      std::string item = "/" + d_.host + "/" + key->second;
+      std::string args = !param.empty() && param[0] == '$' ? item + param.substr(1) : param;
+      fn["{" + Str(f["functionid"]) + "}"] = Str(f["function"]) + "(" + args + ")";
+    }
+    std::string out;
+    for (size_t i = 0; i < expression.size();) {
+      if (expression[i] == '{') {
+        size_t close = expression.find('}', i);
+        if (close != std::string::npos) {
+          auto it = fn.find(expression.substr(i, close - i + 1));
+          if (it != fn.end()) {
+            out += it->second;
+            i = close + 1;
+            continue;
+          }
+        }
+      }
+      out.push_back(expression[i++]);
+    }
+    return out;
+  }
+
   Status Triggers() {
     json have = json::array();
     if (!host_new_) {
@@ -474,10 +506,17 @@ class Syncer::Run {
                      {{"hostids", {hostid_}},
                       {"output", {"triggerid", "description", "expression", "recovery_mode",
                                   "recovery_expression", "priority", "comments", "status"}},
-                      {"expandExpression", true},
+                      {"selectFunctions", "extend"},
                       {"selectTags", "extend"},
                       {"selectDependencies", {"triggerid"}},
                       {"tags", {{{"tag", kPluginTag}, {"value", d_.plugin}, {"operator", 1}}}}}));
+    }
+    // Expressions as written (expandExpression would also expand the threshold macros).
+    std::map<std::string, std::string> key_of_id;
+    for (const auto& [key, id] : owned_items_) key_of_id[id] = key;
+    for (auto& t : have) {
+      t["expression"] = Unexpand(Str(t["expression"]), t, key_of_id);
+      t["recovery_expression"] = Unexpand(Str(t["recovery_expression"]), t, key_of_id);
     }
     std::map<std::string, const json*> by_name;
     for (const auto& t : have) {
