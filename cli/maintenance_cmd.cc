@@ -18,7 +18,7 @@ struct MaintenanceFlags {
   std::string action;
   std::vector<std::string> hosts;
   std::string until;
-  std::string log_level = "warn";
+  std::string log_level = "error";  // the reason is printed once; retries at warn
 };
 
 int RunMaintenance(const MaintenanceFlags& f) {

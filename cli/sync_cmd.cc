@@ -31,7 +31,7 @@ struct SyncFlags {
   std::string trends = "365d";
   std::string trapper_hosts;
   bool delete_vanished = false;
-  std::string log_level = "warn";
+  std::string log_level = "error";  // the reason is printed once; retries at warn
 };
 
 // Entities from `trapline probe --format json` output: lines with "entity" and "name".

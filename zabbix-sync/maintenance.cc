@@ -50,8 +50,10 @@ std::string MaintenanceName(const std::string& host) { return "trapline: " + hos
 
 std::string MaintenanceState::ToText(int64_t now) const {
   if (!configured) {
-    return host_in_maintenance ? "not in trapline's maintenance (but the host shows maintenance: another one applies)"
-                               : "not in maintenance";
+    return host_in_maintenance
+               ? "not in trapline's maintenance; the host still shows maintenance (Zabbix "
+                 "updates that within a minute, or another maintenance applies)"
+               : "not in trapline's maintenance";
   }
   std::string when = active_since > now ? "from " + FormatTime(active_since) : "since " + FormatTime(active_since);
   std::string till = active_till >= kForever ? "until taken out" : "until " + FormatTime(active_till);
