@@ -229,7 +229,7 @@ def check_grace_for_new_items(ctx):
     cp = run([ZABBIX_SENDER, "-z", HOST, "-p", str(z.server_port), "-s", "it-grace",
               "-k", "redis.db.keys[db0]", "-o", "41"])
     say(f"zabbix_sender right after the sync: {cp.stdout.strip().splitlines()[0] if cp.stdout else cp.returncode}")
-    cp = trapline("send", "-z", HOST, "-p", z.server_port, "--grace", "40", "-T", "-i", "-",
+    cp = trapline("send", "-z", HOST, "-p", z.server_port, "--grace", "25", "-T", "-i", "-",
                   input=f"it-grace redis.db.keys[db1] {now} 1\nit-grace redis.db.keys[db0] {now} 42\n",
                   timeout=90)
     # db1 was never synced: it stays failed after the grace, and is reported.
