@@ -17,5 +17,6 @@ Runner AddCollectorCommand(CLI::App& app);
 Runner AddProbeCommand(CLI::App& app);
 Runner AddSyncCommand(CLI::App& app);
 Runner AddMaintenanceCommand(CLI::App& app);
+Runner AddCoordinatorCommand(CLI::App& app);
 
 }  // namespace trapline::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   add(trapline::cli::AddProbeCommand(app));
   add(trapline::cli::AddSyncCommand(app));
   add(trapline::cli::AddMaintenanceCommand(app));
+  add(trapline::cli::AddCoordinatorCommand(app));
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,514 @@
+#include "coordinator/coordinator.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <unordered_map>
+
+#include "common/config.h"
+#include "coordinator/migrations.h"
+#include "coordinator/registry_schema.h"
+
+namespace trapline::coordinator {
+
+namespace {
+
+// An overloaded collector sheds at most this often.
+constexpr uint64_t kShedEveryMs = 30000;
+constexpr double kShedFraction = 0.1;
+
+std::string HostName() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') return "coordinator";
+  return buf;
+}
+
+// Collectors' liveness from the database's own clock. $1: heartbeat timeout in seconds;
+// $2: whether collectors may be declared dead now (not during the grace after the registry
+// connection came back: collectors could not heartbeat while the registry was unreachable).
+constexpr const char* kLivenessSql = R"sql(
+WITH judged AS (
+  SELECT id,
+         CASE WHEN last_heartbeat >= now() - make_interval(secs => $1::float8)
+              THEN 'active' ELSE 'dead' END AS verdict
+  FROM collectors WHERE state IN ('active', 'dead'))
+UPDATE collectors c SET state = j.verdict
+FROM judged j
+WHERE c.id = j.id AND c.state <> j.verdict AND (j.verdict = 'active' OR $2::boolean)
+RETURNING c.name, c.state,
+          COALESCE(round(extract(epoch FROM now() - c.last_heartbeat)::numeric, 1)::text, 'never')
+)sql";
+
+constexpr const char* kCollectorsSql = R"sql(
+SELECT id, name, weight, state,
+       CASE WHEN jsonb_typeof(load -> 'lag_p99_ms') = 'number'
+            THEN (load ->> 'lag_p99_ms')::float8 END
+FROM collectors ORDER BY id
+)sql";
+
+constexpr const char* kTasksSql = "SELECT id, cost, collector_id, generation FROM tasks ORDER BY id";
+
+// The moves in one statement, hence one transaction: the task rows (only those still as they
+// were read: same collector, same generation) and one NOTIFY per collector concerned, which
+// PostgreSQL delivers at commit. The fence locks the leader row FOR SHARE: a successor's epoch
+// bump either waits for this write or makes the fence (and so the write) empty.
+constexpr const char* kWriteMovesSql = R"sql(
+WITH fence AS (
+  SELECT epoch FROM coordinator_leader WHERE id = 1 AND epoch = $1::bigint FOR SHARE),
+v AS (
+  SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+    AS v(id, old_collector, new_collector, gen)),
+moved AS (
+  UPDATE tasks t
+  SET collector_id = v.new_collector, generation = t.generation + 1, assigned_at = now()
+  FROM v, fence
+  WHERE t.id = v.id AND t.generation = v.gen AND t.collector_id IS NOT DISTINCT FROM v.old_collector
+  RETURNING t.id, v.old_collector, v.new_collector),
+notified AS (
+  SELECT pg_notify('trapline_assign', c.name) FROM collectors c
+  WHERE c.id IN (SELECT old_collector FROM moved UNION SELECT new_collector FROM moved))
+SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM notified), (SELECT count(*) FROM fence)
+)sql";
+
+Result<int64_t> ParseInt(const pg::Value& v, std::string_view what) {
+  if (!v) return Status::InvalidArgument(std::string(what) + " is NULL");
+  int64_t out = 0;
+  auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
+  if (ec != std::errc() || p != v->data() + v->size()) {
+    return Status::InvalidArgument(std::string(what) + " '" + *v + "' is not an integer");
+  }
+  return out;
+}
+
+Result<double> ParseDouble(const pg::Value& v, std::string_view what) {
+  if (!v) return Status::InvalidArgument(std::string(what) + " is NULL");
+  double out = 0;
+  auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
+  if (ec != std::errc() || p != v->data() + v->size() || !std::isfinite(out)) {
+    return Status::InvalidArgument(std::string(what) + " '" + *v + "' is not a finite number");
+  }
+  return out;
+}
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+}  // namespace
+
+// ---- options ----------------------------------------------------------------------------------
+
+Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
+  CoordinatorOptions o;
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * c, root->GetTable("coordinator"));
+  TRAPLINE_ASSIGN_OR_RETURN(o.name, c->GetString("name", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(o.registry, c->GetString("registry", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(o.heartbeat_timeout_s, c->GetDouble("heartbeat_timeout", 3, 0.5, 3600));
+  TRAPLINE_ASSIGN_OR_RETURN(o.overload_lag_ms, c->GetDouble("overload_lag_ms", 500, 0, 1e7));
+  TRAPLINE_ASSIGN_OR_RETURN(o.log_level, c->GetString("log_level", "info"));
+  // Unknown keys first: a misspelt 'registry' is reported as such, not as a missing one.
+  TRAPLINE_RETURN_IF_ERROR(root->CheckKnown());
+  if (o.name.empty()) o.name = HostName();
+  if (o.registry.empty()) {
+    return Status::InvalidArgument(root->origin() +
+                                   ": [coordinator] has no 'registry' (the PostgreSQL URI of the "
+                                   "registry database)");
+  }
+  // Checked without I/O; libpq's reason never repeats the string (it may hold a password).
+  if (auto p = pg::BuildConnParams(o.registry, "trapline", 1); !p.ok()) {
+    return p.status().WithContext(root->origin() + ": [coordinator] registry");
+  }
+  return o;
+}
+
+Result<CoordinatorOptions> CoordinatorOptions::FromConfigFile(const std::string& path) {
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable root, ConfigTable::LoadFile(path));
+  return FromConfig(&root);
+}
+
+// ---- pure parts -------------------------------------------------------------------------------
+
+Result<std::vector<CollectorRow>> ParseCollectorRows(const pg::Rows& rows) {
+  std::vector<CollectorRow> out;
+  out.reserve(rows.rows.size());
+  for (const auto& r : rows.rows) {
+    if (r.size() < 5) return Status::Internal("collectors: a row has " + std::to_string(r.size()) + " columns");
+    CollectorRow c;
+    TRAPLINE_ASSIGN_OR_RETURN(c.id, ParseInt(r[0], "collectors.id"));
+    c.name = r[1].value_or("");
+    std::string where = "collector " + c.name + " (id " + std::to_string(c.id) + ")";
+    TRAPLINE_ASSIGN_OR_RETURN(c.weight, ParseDouble(r[2], where + ": weight"));
+    if (!(c.weight > 0)) return Status::InvalidArgument(where + ": weight must be > 0");
+    c.state = r[3].value_or("");
+    if (c.state != "active" && c.state != "draining" && c.state != "dead") {
+      return Status::InvalidArgument(where + ": unknown state '" + c.state + "'");
+    }
+    if (r[4]) {
+      auto lag = ParseDouble(r[4], where + ": load.lag_p99_ms");
+      if (lag.ok()) c.lag_p99_ms = *lag;  // a nonsense load report only disables shedding
+    }
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+Result<std::vector<TaskRow>> ParseTaskRows(const pg::Rows& rows) {
+  std::vector<TaskRow> out;
+  out.reserve(rows.rows.size());
+  for (const auto& r : rows.rows) {
+    if (r.size() < 4) return Status::Internal("tasks: a row has " + std::to_string(r.size()) + " columns");
+    TaskRow t;
+    TRAPLINE_ASSIGN_OR_RETURN(t.id, ParseInt(r[0], "tasks.id"));
+    std::string where = "task " + std::to_string(t.id);
+    TRAPLINE_ASSIGN_OR_RETURN(t.cost, ParseDouble(r[1], where + ": cost"));
+    if (!(t.cost > 0)) return Status::InvalidArgument(where + ": cost must be > 0");
+    if (r[2]) {
+      TRAPLINE_ASSIGN_OR_RETURN(CollectorId c, ParseInt(r[2], where + ": collector_id"));
+      t.collector = c;
+    }
+    TRAPLINE_ASSIGN_OR_RETURN(t.generation, ParseInt(r[3], where + ": generation"));
+    out.push_back(t);
+  }
+  return out;
+}
+
+std::string MoveSummary(size_t moves, const TickEvents& e) {
+  std::vector<std::string> why;
+  for (const auto& n : e.left) why.push_back("collector " + n + " left");
+  for (const auto& n : e.joined) why.push_back("collector " + n + " joined");
+  for (const auto& n : e.overloaded) why.push_back("collector " + n + " overloaded");
+  if (e.new_tasks > 0) {
+    why.push_back(std::to_string(e.new_tasks) + " new task" + (e.new_tasks == 1 ? "" : "s"));
+  }
+  if (e.orphaned > 0) {
+    why.push_back(std::to_string(e.orphaned) + " orphaned task" + (e.orphaned == 1 ? "" : "s"));
+  }
+  if (why.empty()) why.push_back(e.takeover ? "takeover" : "rebalance");
+  std::string out = std::to_string(moves) + (moves == 1 ? " move (" : " moves (");
+  for (size_t i = 0; i < why.size(); ++i) out += (i ? "; " : "") + why[i];
+  return out + ")";
+}
+
+// ---- the process --------------------------------------------------------------------------------
+
+struct Coordinator::TickState {
+  uint64_t leadership = 0;
+  TickEvents events;
+  std::vector<CollectorRow> collectors;
+  std::vector<TaskRow> tasks;
+  Status error;
+};
+
+namespace {
+pg::Client::Options RegistryOptions(const CoordinatorOptions& o) {
+  pg::Client::Options c;
+  c.conninfo = o.registry;
+  c.name = "registry";
+  c.application_name = "trapline coordinator " + o.name;
+  c.connect_timeout_s = 5;
+  c.query_timeout_s = 30;  // a migration may take a while; ticks are far below
+  c.reconnect_base_s = 0.5;
+  c.reconnect_max_s = 5;
+  return c;
+}
+}  // namespace
+
+Coordinator::Coordinator(uv_loop_t* loop, CoordinatorOptions options)
+    : loop_(loop),
+      options_(std::move(options)),
+      registry_(loop, RegistryOptions(options_)),
+      tick_timer_(loop) {
+  LeaderElector::Options eo;
+  eo.conninfo = options_.registry;
+  eo.name = options_.name;
+  eo.lock_key = kLeaderLockKey;
+  elector_ = std::make_unique<LeaderElector>(
+      loop, eo, [this](Role role, int64_t epoch, const std::string& reason) {
+        OnRole(role, epoch, reason);
+      });
+  registry_.SetStateCallback(
+      [this](bool connected, const Status& why) { OnRegistryState(connected, why); });
+}
+
+Coordinator::~Coordinator() {
+  stopping_ = true;
+  elector_.reset();
+  registry_.Close();
+}
+
+void Coordinator::Start() {
+  spdlog::info("[coordinator] {}: starting (heartbeat_timeout={}s overload_lag_ms={})",
+               options_.name, options_.heartbeat_timeout_s, options_.overload_lag_ms);
+  registry_.Start();
+}
+
+void Coordinator::Stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  tick_timer_.Stop();
+  elector_->Stop("stopping");
+  registry_.Close();
+}
+
+void Coordinator::Fatal(const Status& st) {
+  spdlog::error("[coordinator] {}", st.message());
+  Stop();
+  if (on_fatal_) on_fatal_(st);
+}
+
+void Coordinator::OnRegistryState(bool connected, const Status& why) {
+  if (stopping_) return;
+  if (!connected) {
+    spdlog::debug("[coordinator] registry: {}", why.message());
+    return;
+  }
+  registry_up_since_ms_ = uv_now(loop_);
+  spdlog::info("[coordinator] registry: connected");
+  if (!migrated_ && !migrating_) Migrate();
+}
+
+void Coordinator::Migrate() {
+  migrating_ = true;
+  MigrateRegistry(&registry_, [this](Result<MigrationReport> r) {
+    migrating_ = false;
+    if (stopping_) return;
+    if (!r.ok()) {
+      if (r.status().code() == StatusCode::kUnavailable) {
+        spdlog::warn("[coordinator] registry schema: {} (retrying when the registry is back)",
+                     r.status().message());
+        return;
+      }
+      return Fatal(r.status());
+    }
+    migrated_ = true;
+    if (r->applied.empty()) {
+      spdlog::info("[coordinator] registry schema: up to date at version {}", r->to_version);
+    } else {
+      spdlog::info("[coordinator] registry schema: migrated from version {} to {} ({})",
+                   r->from_version, r->to_version, Join(r->applied));
+    }
+    spdlog::info("[coordinator] leader: standing by (trying the lock every second)");
+    elector_->Start();
+  });
+}
+
+void Coordinator::OnRole(Role role, int64_t epoch, const std::string& reason) {
+  ++leadership_;
+  tick_running_ = false;
+  if (role == Role::kLeader) {
+    leader_ = true;
+    epoch_ = epoch;
+    first_tick_ = true;
+    last_shed_ms_.clear();
+    spdlog::info("[coordinator] leader: acquired epoch={} name={}", epoch, options_.name);
+    uint64_t ms = static_cast<uint64_t>(options_.assign_interval_s * 1000);
+    tick_timer_.Start(0, ms, [this] { Tick(); });
+    return;
+  }
+  bool was = leader_;
+  leader_ = false;
+  tick_timer_.Stop();
+  if (!was) return;
+  if (stopping_) {
+    spdlog::info("[coordinator] leader: released epoch={} ({})", epoch_, reason);
+  } else {
+    spdlog::warn("[coordinator] leader: lost epoch={} ({})", epoch_, reason);
+  }
+}
+
+void Coordinator::Tick() {
+  if (!leader_ || tick_running_ || stopping_ || !registry_.connected() || !migrated_) return;
+  tick_running_ = true;
+  auto tick = std::make_shared<TickState>();
+  tick->leadership = leadership_;
+  tick->events.takeover = first_tick_;
+  // Collectors could not heartbeat while the registry was unreachable from here (probably
+  // from them too): give them one timeout after the connection is back before calling any
+  // of them dead, rather than moving every task at once.
+  uint64_t timeout_ms = static_cast<uint64_t>(options_.heartbeat_timeout_s * 1000);
+  bool may_mark_dead = uv_now(loop_) >= registry_up_since_ms_ + timeout_ms;
+  registry_.Query("mark collectors", kLivenessSql,
+                  {std::to_string(options_.heartbeat_timeout_s), may_mark_dead ? "true" : "false"},
+                  [this, tick](Result<pg::Rows> r) {
+                    if (tick->leadership != leadership_) return;
+                    if (!r.ok()) {
+                      if (tick->error.ok()) tick->error = r.status();
+                      return;
+                    }
+                    for (const auto& row : r->rows) {
+                      std::string name = row.size() > 0 ? row[0].value_or("?") : "?";
+                      std::string state = row.size() > 1 ? row[1].value_or("?") : "?";
+                      std::string age = row.size() > 2 ? row[2].value_or("?") : "?";
+                      if (state == "dead") {
+                        spdlog::warn("[coordinator] collector {} dead: no heartbeat for {} s",
+                                     name, age);
+                        tick->events.left.push_back(name);
+                      } else {
+                        spdlog::info("[coordinator] collector {} alive: heartbeat {} s ago",
+                                     name, age);
+                        tick->events.joined.push_back(name);
+                      }
+                    }
+                  });
+  registry_.Query("read collectors", kCollectorsSql, {}, [this, tick](Result<pg::Rows> r) {
+    if (tick->leadership != leadership_) return;
+    if (!r.ok()) {
+      if (tick->error.ok()) tick->error = r.status();
+      return;
+    }
+    auto rows = ParseCollectorRows(*r);
+    if (!rows.ok()) {
+      if (tick->error.ok()) tick->error = rows.status().WithContext("registry row");
+      return;
+    }
+    tick->collectors = std::move(rows).value();
+  });
+  registry_.Query("read tasks", kTasksSql, {}, [this, tick](Result<pg::Rows> r) {
+    if (tick->leadership != leadership_) return;
+    if (!r.ok()) {
+      if (tick->error.ok()) tick->error = r.status();
+      return FinishTick(tick->error);
+    }
+    auto rows = ParseTaskRows(*r);
+    if (!rows.ok()) {
+      if (tick->error.ok()) tick->error = rows.status().WithContext("registry row");
+      return FinishTick(tick->error);
+    }
+    tick->tasks = std::move(rows).value();
+    if (!tick->error.ok()) return FinishTick(tick->error);
+    Assign(tick);
+  });
+}
+
+void Coordinator::Assign(std::shared_ptr<TickState> tick) {
+  uint64_t now = uv_now(loop_);
+  std::vector<CollectorInfo> collectors;
+  collectors.reserve(tick->collectors.size());
+  size_t active = 0;
+  for (const auto& c : tick->collectors) {
+    CollectorInfo ci;
+    ci.id = c.id;
+    ci.weight = c.weight;
+    if (c.state == "active") {
+      ci.state = CollectorState::kActive;
+      ++active;
+      if (options_.overload_lag_ms > 0 && c.lag_p99_ms && *c.lag_p99_ms > options_.overload_lag_ms) {
+        auto it = last_shed_ms_.find(c.id);
+        if (it == last_shed_ms_.end() || now - it->second >= kShedEveryMs) {
+          ci.state = CollectorState::kOverloaded;
+          ci.shed_fraction = kShedFraction;
+          tick->events.overloaded.push_back(c.name);
+        }
+      }
+    } else {
+      ci.state = CollectorState::kDraining;
+    }
+    collectors.push_back(ci);
+  }
+  if (active == 0) {
+    // Unassigning every task would make the collectors' return a full reshuffle; keep the
+    // placements until a collector is alive again.
+    if (last_unassigned_ != tick->tasks.size()) {
+      spdlog::warn("[coordinator] assign: no active collector; {} tasks keep their placements",
+                   tick->tasks.size());
+      last_unassigned_ = tick->tasks.size();
+    }
+    first_tick_ = false;
+    return FinishTick(Status::OK());
+  }
+  std::vector<TaskInfo> tasks;
+  tasks.reserve(tick->tasks.size());
+  for (const auto& t : tick->tasks) {
+    tasks.push_back(TaskInfo{t.id, t.cost, t.collector});
+    if (!t.collector) ++tick->events.new_tasks;
+  }
+  auto a = ComputeAssignment(collectors, tasks);
+  if (!a.ok()) return FinishTick(a.status().WithContext("assign"));
+  for (const auto& c : tick->collectors) {
+    for (const auto& o : tick->events.overloaded) {
+      if (o == c.name) last_shed_ms_[c.id] = now;
+    }
+  }
+  tick->events.orphaned = a->orphaned.size();
+  if (a->unassigned.size() != last_unassigned_) {
+    if (!a->unassigned.empty()) {
+      spdlog::warn("[coordinator] assign: {} tasks unassigned", a->unassigned.size());
+    }
+    last_unassigned_ = a->unassigned.size();
+  }
+  first_tick_ = false;
+  if (a->moves.empty()) return FinishTick(Status::OK());
+  WriteMoves(tick, *a);
+}
+
+void Coordinator::WriteMoves(std::shared_ptr<TickState> tick, const Assignment& a) {
+  std::unordered_map<TaskId, int64_t> gen;
+  for (const auto& t : tick->tasks) gen[t.id] = t.generation;
+  std::unordered_map<CollectorId, std::string> names;
+  for (const auto& c : tick->collectors) names[c.id] = c.name;
+  std::vector<std::optional<int64_t>> ids, olds, news, gens;
+  for (const auto& m : a.moves) {
+    ids.emplace_back(m.task);
+    olds.emplace_back(m.from);
+    news.emplace_back(m.to);
+    gens.emplace_back(gen[m.task]);
+    auto name = [&](const std::optional<CollectorId>& c) {
+      return c ? (names.count(*c) ? names[*c] : std::to_string(*c)) : std::string("-");
+    };
+    spdlog::debug("[coordinator] assign: task {} {} -> {}", m.task, name(m.from), name(m.to));
+  }
+  std::string summary = MoveSummary(a.moves.size(), tick->events);
+  std::string loads;
+  for (const auto& l : a.loads) {
+    if (l.state == CollectorState::kDraining && l.tasks == 0) continue;
+    loads += (loads.empty() ? "" : " ") + names[l.id] + "=" + std::to_string(l.tasks);
+  }
+  size_t planned = a.moves.size();
+  registry_.Query(
+      "write assignment", kWriteMovesSql,
+      {std::to_string(epoch_), pg::Int64ArrayLiteral(ids), pg::Int64ArrayLiteral(olds),
+       pg::Int64ArrayLiteral(news), pg::Int64ArrayLiteral(gens)},
+      [this, tick, summary, loads, planned](Result<pg::Rows> r) {
+        if (tick->leadership != leadership_) return;
+        if (!r.ok()) return FinishTick(r.status());
+        if (r->rows.empty() || r->rows[0].size() < 3) {
+          return FinishTick(Status::ProtocolError("write assignment: no counts returned"));
+        }
+        const auto& row = r->rows[0];
+        if (row[2].value_or("0") == "0") {
+          tick_running_ = false;
+          spdlog::warn("[coordinator] leader: epoch {} superseded by another coordinator; "
+                       "nothing written, stepping down", epoch_);
+          elector_->Restart("epoch superseded");
+          return;
+        }
+        size_t moved = static_cast<size_t>(std::atoll(row[0].value_or("0").c_str()));
+        if (moved == planned) {
+          spdlog::info("[coordinator] assign: {}; tasks per collector: {}", summary, loads);
+        } else {
+          spdlog::warn("[coordinator] assign: {} of {} moves written (the other task rows changed "
+                       "meanwhile; the next tick retries): {}",
+                       moved, planned, summary);
+        }
+        FinishTick(Status::OK());
+      });
+}
+
+void Coordinator::FinishTick(const Status& st) {
+  tick_running_ = false;
+  if (st.ok()) {
+    if (tick_errors_.Recovered()) spdlog::info("[coordinator] assign: ticks succeed again");
+    return;
+  }
+  int suppressed = 0;
+  if (tick_errors_.ShouldLog(std::chrono::steady_clock::now(), &suppressed)) {
+    spdlog::warn("[coordinator] assign: tick failed: {}{}", st.message(),
+                 suppressed > 0 ? " (" + std::to_string(suppressed) + " more since)" : "");
+  }
+}
+
+}  // namespace trapline::coordinator

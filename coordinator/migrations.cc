@@ -1,0 +1,195 @@
+#include "coordinator/migrations.h"
+
+#include <algorithm>
+#include <string>
+
+namespace trapline::coordinator {
+
+namespace {
+
+// Version 1: the registry of issues 5, 6 and 7.
+//  - Names (hosts, collectors, credential profiles, users) are unique: the admin panel, the
+//    API and Zabbix refer to them by name. Rows are referred to by bigint ids.
+//  - Times are timestamptz set by the database's clock (now()), so that the coordinator, the
+//    collectors and the API never compare clocks of different machines.
+//  - CHECK constraints keep a row edited by hand from being nonsense the coordinator would
+//    have to guess about (a weight of 0, NaN or infinity; a cost <= 0; an unknown state).
+constexpr std::string_view kV1Registry = R"sql(
+CREATE TABLE credential_profiles (
+  id bigserial PRIMARY KEY,
+  name text NOT NULL UNIQUE CHECK (name <> ''),
+  kind text NOT NULL CHECK (kind IN ('ssh', 'postgresql', 'redis')),
+  username text NOT NULL DEFAULT '',
+  -- Passwords, private keys, passphrases: JSON, read only by the coordinator when it hands a
+  -- task to a collector. Never returned by the API layer and never written to logs.
+  secret jsonb NOT NULL DEFAULT '{}'::jsonb,
+  -- Non-secret options (sslmode, known_hosts, use_agent, ...).
+  options jsonb NOT NULL DEFAULT '{}'::jsonb,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE hosts (
+  id bigserial PRIMARY KEY,
+  name text NOT NULL UNIQUE CHECK (name <> ''),  -- the Zabbix host name
+  address text NOT NULL DEFAULT '',
+  enabled boolean NOT NULL DEFAULT false,
+  maintenance boolean NOT NULL DEFAULT false,
+  maintenance_until timestamptz,
+  groups text[] NOT NULL DEFAULT '{}',
+  first_seen timestamptz NOT NULL DEFAULT now(),
+  last_seen timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE services (
+  id bigserial PRIMARY KEY,
+  host_id bigint NOT NULL REFERENCES hosts (id) ON DELETE CASCADE,
+  plugin text NOT NULL CHECK (plugin <> ''),  -- linux, postgresql, redis
+  port integer NOT NULL DEFAULT 0 CHECK (port BETWEEN 0 AND 65535),  -- 0: the plugin's default
+  uri text NOT NULL DEFAULT '',
+  credential_profile_id bigint REFERENCES credential_profiles (id) ON DELETE SET NULL,
+  enabled boolean NOT NULL DEFAULT false,
+  state text NOT NULL DEFAULT 'unknown' CHECK (state IN ('unknown', 'ok', 'error')),
+  gone boolean NOT NULL DEFAULT false,  -- no longer reported by discovery
+  first_seen timestamptz NOT NULL DEFAULT now(),
+  last_seen timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (host_id, plugin, port)
+);
+CREATE INDEX services_credential_profile_idx ON services (credential_profile_id);
+CREATE INDEX services_enabled_idx ON services (enabled) WHERE enabled;
+
+CREATE TABLE collectors (
+  id bigserial PRIMARY KEY,
+  name text NOT NULL UNIQUE CHECK (name <> ''),
+  weight double precision NOT NULL DEFAULT 1
+    CHECK (weight > 0 AND weight < 'Infinity'::double precision),  -- NaN sorts above Infinity
+  address text NOT NULL DEFAULT '',
+  version text NOT NULL DEFAULT '',
+  protocol integer NOT NULL DEFAULT 1,
+  -- active: takes its share; draining: leaving on purpose; dead: heartbeats stopped (set by
+  -- the leader coordinator, back to active when they resume).
+  state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'draining', 'dead')),
+  registered_at timestamptz NOT NULL DEFAULT now(),
+  last_heartbeat timestamptz,
+  -- The last heartbeat's load report: {"lag_p50_ms":..,"lag_p99_ms":..,"cpu_pct":..,
+  -- "tasks":..,"connections":{"connected":..,"failed":..},"sender":{...}}.
+  load jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+
+CREATE TABLE tasks (
+  id bigserial PRIMARY KEY,
+  service_id bigint NOT NULL UNIQUE REFERENCES services (id) ON DELETE CASCADE,
+  plugin text NOT NULL CHECK (plugin <> ''),
+  -- Declared by the plugin, refined by the CPU the task is measured to use.
+  cost double precision NOT NULL DEFAULT 1
+    CHECK (cost > 0 AND cost < 'Infinity'::double precision),
+  collector_id bigint REFERENCES collectors (id) ON DELETE SET NULL,
+  -- Bumped on every change of collector_id: a collector acknowledges the generation it runs,
+  -- so that a hand-over is never sampled twice.
+  generation bigint NOT NULL DEFAULT 0,
+  assigned_at timestamptz
+);
+CREATE INDEX tasks_collector_idx ON tasks (collector_id);
+
+CREATE TABLE entities (
+  id bigserial PRIMARY KEY,
+  task_id bigint NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+  kind text NOT NULL,  -- database, disk, interface, ...
+  name text NOT NULL,
+  gone boolean NOT NULL DEFAULT false,
+  first_seen timestamptz NOT NULL DEFAULT now(),
+  last_seen timestamptz NOT NULL DEFAULT now(),
+  UNIQUE (task_id, kind, name)
+);
+
+CREATE TABLE errors (
+  id bigserial PRIMARY KEY,
+  task_id bigint REFERENCES tasks (id) ON DELETE CASCADE,
+  collector_id bigint REFERENCES collectors (id) ON DELETE CASCADE,
+  message text NOT NULL,
+  at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX errors_at_idx ON errors (at);
+CREATE INDEX errors_task_idx ON errors (task_id, at);
+CREATE INDEX errors_collector_idx ON errors (collector_id, at);
+
+CREATE TABLE users (
+  id bigserial PRIMARY KEY,
+  name text NOT NULL UNIQUE CHECK (name <> ''),
+  role text NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+  password_hash text NOT NULL CHECK (password_hash LIKE '$argon2id$%'),  -- PHC string
+  disabled boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE audit_log (
+  id bigserial PRIMARY KEY,
+  at timestamptz NOT NULL DEFAULT now(),
+  actor text NOT NULL,        -- a user name, "coordinator:<name>" or "discovery"
+  action text NOT NULL,       -- "service.enable", "maintenance.start", ...
+  object_type text NOT NULL,
+  object_id text NOT NULL DEFAULT '',
+  before jsonb,
+  after jsonb
+);
+CREATE INDEX audit_log_at_idx ON audit_log (at);
+CREATE INDEX audit_log_object_idx ON audit_log (object_type, object_id, at);
+
+-- The leader's epoch: bumped by each coordinator that becomes leader. The leader's writes are
+-- conditional on the epoch it got, so that a leader that lost its lock (and does not know it
+-- yet) cannot overwrite its successor's assignment.
+CREATE TABLE coordinator_leader (
+  id smallint PRIMARY KEY CHECK (id = 1),
+  epoch bigint NOT NULL,
+  name text NOT NULL,
+  since timestamptz NOT NULL
+);
+INSERT INTO coordinator_leader (id, epoch, name, since) VALUES (1, 0, '', now())
+)sql";
+
+constexpr Migration kMigrations[] = {
+    {1, "registry: hosts, services, credential profiles, collectors, tasks, entities, errors, "
+        "users, audit log, leader epoch",
+     kV1Registry},
+};
+
+}  // namespace
+
+std::span<const Migration> Migrations() { return kMigrations; }
+
+Status CheckMigrations(std::span<const Migration> all) {
+  for (size_t i = 0; i < all.size(); ++i) {
+    const Migration& m = all[i];
+    if (m.version != static_cast<int>(i) + 1) {
+      return Status::Internal("migration #" + std::to_string(i) + " has version " +
+                              std::to_string(m.version) + ", expected " + std::to_string(i + 1));
+    }
+    if (m.name.empty() || m.name.find('\n') != std::string_view::npos) {
+      return Status::Internal("migration " + std::to_string(m.version) + ": name empty or not one line");
+    }
+    if (m.sql.find_first_not_of(" \t\r\n") == std::string_view::npos) {
+      return Status::Internal("migration " + std::to_string(m.version) + ": no SQL");
+    }
+  }
+  return Status::OK();
+}
+
+Result<std::vector<const Migration*>> PendingMigrations(std::span<const Migration> all,
+                                                        std::span<const int> applied) {
+  int known = all.empty() ? 0 : all.back().version;
+  for (int v : applied) {
+    if (v > known || v < 1) {
+      return Status::InvalidArgument(
+          "the registry has schema version " + std::to_string(v) + " but this trapline knows " +
+          "versions 1.." + std::to_string(known) +
+          ": it was migrated by a newer trapline; upgrade this coordinator");
+    }
+  }
+  std::vector<const Migration*> out;
+  for (const Migration& m : all) {
+    if (std::find(applied.begin(), applied.end(), m.version) == applied.end()) out.push_back(&m);
+  }
+  return out;
+}
+
+}  // namespace trapline::coordinator

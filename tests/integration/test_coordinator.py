@@ -1,0 +1,384 @@
+"""`trapline coordinator` against a real PostgreSQL registry (tests/harness PostgresServer):
+schema migrations, leader election, weighted sticky assignment, failover.
+
+Stand-in for collectors: the collector side of issue 5 (registering, heartbeats, load reports,
+acting on assignments) does not exist yet. This test inserts the collector rows itself and
+keeps their heartbeats fresh with `UPDATE collectors SET last_heartbeat = now()` every 0.5 s
+from one psql session, as the collectors will. Stopping those UPDATEs for one collector stands
+in for a collector that died. Replace this with real collectors when they join the cluster.
+
+  test_start_together      two coordinators started at the same moment on an empty registry:
+                           both migrate safely (one applies version 1, the other finds it up to
+                           date; schema_migrations has one row), exactly one leads
+  test_weighted_shares     collectors of weights 1, 2, 3 and 60 tasks: 10/20/30 tasks (within
+                           +-10%), every task assigned once; NOTIFY trapline_assign per collector
+  test_collector_dies      c2's heartbeats stop: within 3 s + a tick its tasks move, and only
+                           its (every other task keeps its collector and generation); the leader
+                           logs "assign: 20 moves (collector c2 left)"
+  test_leader_killed       kill -9 of the leader: the standby leads within 5 s and moves nothing
+                           (same placements, same generations); the restarted one stands by
+  test_nonsense_rows       a load report edited into nonsense and impossible weights: refused by
+                           the schema or ignored, the leader keeps assigning
+  test_no_secret_in_logs   the registry password never appears in the coordinators' logs
+  test_check_config        --check-config: OK line; a misspelt key names file:line and the key
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402
+    BackgroundProc, Failure, check, make_tmp, run_checks, say, trapline, trapline_bin,
+    wait_until)
+from common import _live as live  # noqa: E402
+from harness import PostgresServer  # noqa: E402
+
+PASSWORD = "registry-secret-7Qx"
+WEIGHTS = {"c1": 1, "c2": 2, "c3": 3}
+TASKS = 60
+
+
+class Coordinator(BackgroundProc):
+    """A `trapline coordinator` that lives across checks (run_checks ends BackgroundProcs
+    after each check); Ctx.close() ends it."""
+
+    def __init__(self, argv, workdir, name):
+        super().__init__(argv, workdir, name)
+        live.pop(self.pid, None)
+
+
+class Heartbeats:
+    """One psql session that sets last_heartbeat = now() for the live collectors every 0.5 s."""
+
+    def __init__(self, pg, tmp):
+        self.alive: set[str] = set()
+        self.lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.err = open(os.path.join(tmp, "heartbeats.stderr"), "w")
+        self.proc = subprocess.Popen(pg._psql_argv("registry", None), stdin=subprocess.PIPE,
+                                     stdout=subprocess.DEVNULL, stderr=self.err, text=True,
+                                     env=pg._env())
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_flag.is_set():
+            with self.lock:
+                names = sorted(self.alive)
+            if names:
+                arr = "{" + ",".join(names) + "}"
+                try:
+                    self.proc.stdin.write(
+                        f"UPDATE collectors SET last_heartbeat = now() WHERE name = ANY('{arr}');\n")
+                    self.proc.stdin.flush()
+                except (BrokenPipeError, ValueError):
+                    return
+            self.stop_flag.wait(0.5)
+
+    def set_alive(self, names):
+        with self.lock:
+            self.alive = set(names)
+
+    def close(self):
+        self.stop_flag.set()
+        self.thread.join(5)
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait(10)
+
+
+class Notifications:
+    """A psql session LISTENing on trapline_assign; polls so psql prints what arrived."""
+
+    RE = re.compile(r'Asynchronous notification "trapline_assign" with payload "([^"]*)"')
+
+    def __init__(self, pg, tmp):
+        self.path = os.path.join(tmp, "notifications.out")
+        self.out = open(self.path, "w")
+        self.proc = subprocess.Popen(pg._psql_argv("registry", None) + ["-A", "-t"],
+                                     stdin=subprocess.PIPE, stdout=self.out,
+                                     stderr=subprocess.STDOUT, text=True, env=pg._env())
+        self.proc.stdin.write("LISTEN trapline_assign;\n")
+        self.proc.stdin.flush()
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_flag.wait(0.2):
+            try:
+                self.proc.stdin.write("SELECT 1;\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                return
+
+    def payloads(self) -> list[str]:
+        with open(self.path) as f:
+            return self.RE.findall(f.read())
+
+    def close(self):
+        self.stop_flag.set()
+        self.thread.join(5)
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait(10)
+
+
+class Ctx:
+    def __init__(self):
+        self.tmp = make_tmp("coordinator")
+        self.pg = PostgresServer(password=PASSWORD)
+        self.pg.start()
+        self.pg.create_db("registry")
+        self.registry = self.pg.url(db="registry")
+        self.coords: dict[str, BackgroundProc] = {}
+        self.configs: dict[str, str] = {}
+        for name in ("co1", "co2"):
+            path = os.path.join(self.tmp, f"{name}.toml")
+            with open(path, "w") as f:
+                f.write(f'[coordinator]\nname = "{name}"\nregistry = "{self.registry}"\n'
+                        'heartbeat_timeout = 3\nlog_level = "debug"\n')
+            self.configs[name] = path
+        self.heartbeats = None
+        self.notifications = None
+        self.restarts = 0
+
+    def start_coordinator(self, name: str) -> BackgroundProc:
+        self.restarts += 1
+        p = Coordinator([trapline_bin(), "coordinator", "--config", self.configs[name]],
+                        self.tmp, f"{name}-{self.restarts}")
+        self.coords[name] = p
+        return p
+
+    def sql(self, q: str):
+        return self.pg.psql(q, db="registry")
+
+    def leaders(self) -> list[str]:
+        """Live coordinators whose last leader line says acquired (not lost)."""
+        out = []
+        for name, p in self.coords.items():
+            if not p.alive():
+                continue
+            lines = [ln for ln in p.stderr().splitlines()
+                     if "leader: acquired" in ln or "leader: lost" in ln]
+            if lines and "leader: acquired" in lines[-1]:
+                out.append(name)
+        return out
+
+    def placements(self) -> dict[int, tuple]:
+        rows = self.sql("SELECT t.id, c.name, t.generation FROM tasks t "
+                        "LEFT JOIN collectors c ON c.id = t.collector_id ORDER BY t.id")
+        return {int(r[0]): (r[1], int(r[2])) for r in rows}
+
+    def shares(self) -> dict:
+        out = {}
+        for _tid, (c, _g) in self.placements().items():
+            out[c] = out.get(c, 0) + 1
+        return out
+
+    def close(self):
+        for p in self.coords.values():
+            if p.alive():
+                p.popen.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except Failure:
+                    p.kill9()
+            p.close_stdin()
+        if self.heartbeats:
+            self.heartbeats.close()
+        if self.notifications:
+            self.notifications.close()
+        self.pg.close()
+
+
+def setup():
+    return Ctx()
+
+
+def teardown(ctx):
+    ctx.close()
+
+
+def test_start_together(ctx):
+    a = ctx.start_coordinator("co1")
+    b = ctx.start_coordinator("co2")
+    for p in (a, b):
+        wait_until(lambda: "registry schema:" in p.stderr() or not p.alive(), 20,
+                   f"{p.argv[-1]} to report the registry schema")
+        check(p.alive(), lambda: f"a coordinator exited:\n{p.output()}")
+    logs = [a.stderr(), b.stderr()]
+    migrated = [s for s in logs if "registry schema: migrated from version 0 to 1" in s]
+    up_to_date = [s for s in logs if "registry schema: up to date at version 1" in s]
+    check(len(migrated) == 1 and len(up_to_date) == 1,
+          lambda: f"expected one migration and one up-to-date; logs:\n{a.output()}\n{b.output()}")
+    rows = ctx.sql("SELECT version FROM schema_migrations")
+    check(rows == [("1",)], f"schema_migrations: {rows}")
+    wait_until(lambda: ctx.leaders(), 10, "a leader")
+    time.sleep(2.5)  # a few election rounds: still exactly one
+    leaders = ctx.leaders()
+    check(len(leaders) == 1, lambda: f"leaders: {leaders}\n{a.output()}\n{b.output()}")
+    say(f"leader: {leaders[0]}")
+    epoch = ctx.sql("SELECT epoch, name FROM coordinator_leader")
+    check(epoch == [("1", leaders[0])], f"coordinator_leader: {epoch}")
+
+
+def test_weighted_shares(ctx):
+    ctx.notifications = Notifications(ctx.pg, ctx.tmp)
+    ctx.sql("INSERT INTO collectors (name, weight, last_heartbeat) VALUES " +
+            ", ".join(f"('{n}', {w}, now())" for n, w in WEIGHTS.items()))
+    ctx.heartbeats = Heartbeats(ctx.pg, ctx.tmp)
+    ctx.heartbeats.set_alive(WEIGHTS)
+    ctx.sql(f"INSERT INTO hosts (name, address) SELECT 'h' || g, '10.0.0.' || g "
+            f"FROM generate_series(1, {TASKS}) g")
+    ctx.sql("INSERT INTO services (host_id, plugin, uri) SELECT id, 'linux', "
+            "'ssh://monitor@' || address FROM hosts")
+    ctx.sql("INSERT INTO tasks (service_id, plugin, cost) SELECT id, plugin, 1 FROM services")
+    t0 = time.monotonic()
+    wait_until(lambda: sum(v for k, v in ctx.shares().items() if k) == TASKS, 10,
+               "every task assigned")
+    say(f"all {TASKS} tasks assigned {time.monotonic() - t0:.2f}s after they were inserted")
+    shares = ctx.shares()
+    total_w = sum(WEIGHTS.values())
+    for name, w in WEIGHTS.items():
+        want = TASKS * w / total_w
+        got = shares.get(name, 0)
+        check(abs(got - want) <= 0.10 * want,
+              f"{name} (weight {w}) has {got} tasks, want {want:.0f} +-10%; shares {shares}")
+    say(f"shares: {shares}")
+    gens = {g for _c, g in ctx.placements().values()}
+    check(gens == {1}, f"each task assigned once (generation 1); generations {gens}")
+    wait_until(lambda: set(WEIGHTS) <= set(ctx.notifications.payloads()), 5,
+               "a NOTIFY trapline_assign per collector")
+
+
+def test_collector_dies(ctx):
+    before = ctx.placements()
+    leader = ctx.leaders()
+    check(len(leader) == 1, f"leaders: {leader}")
+    leader_log_from = len(ctx.coords[leader[0]].stderr())
+    notes_from = len(ctx.notifications.payloads())
+    ctx.heartbeats.set_alive({"c1", "c3"})
+    t0 = time.monotonic()
+    wait_until(lambda: "c2" not in ctx.shares(), 8, "c2's tasks to move")
+    took = time.monotonic() - t0
+    say(f"c2's tasks moved {took:.2f}s after its heartbeats stopped")
+    check(took <= 3 + 1 + 1.0, f"tasks moved after {took:.2f}s (> 3 s timeout + 1 s tick)")
+    after = ctx.placements()
+    moved = [t for t in before if before[t] != after[t]]
+    check(all(before[t][0] == "c2" for t in moved),
+          lambda: f"tasks of other collectors moved: "
+                  f"{[(t, before[t], after[t]) for t in moved if before[t][0] != 'c2']}")
+    check(len(moved) == sum(1 for c, _g in before.values() if c == "c2"),
+          f"{len(moved)} tasks moved")
+    shares = ctx.shares()
+    say(f"shares after: {shares}")
+    for name, want in (("c1", 15), ("c3", 45)):
+        check(abs(shares.get(name, 0) - want) <= 0.1 * want, f"shares after c2 left: {shares}")
+    log = ctx.coords[leader[0]].stderr()[leader_log_from:]
+    check(re.search(r"assign: 20 moves \(collector c2 left\)", log),
+          lambda: f"no 'assign: 20 moves (collector c2 left)' line:\n{log[-3000:]}")
+    check("collector c2 dead" in log, "no 'collector c2 dead' line")
+    wait_until(lambda: {"c1", "c2", "c3"} <= set(ctx.notifications.payloads()[notes_from:]), 5,
+               "NOTIFY for the old and the new collectors")
+    state = ctx.sql("SELECT state FROM collectors WHERE name = 'c2'")
+    check(state == [("dead",)], f"c2 state {state}")
+
+
+def test_leader_killed(ctx):
+    leaders = ctx.leaders()
+    check(len(leaders) == 1, f"leaders: {leaders}")
+    old = leaders[0]
+    standby = "co2" if old == "co1" else "co1"
+    before = ctx.placements()
+    standby_log_from = len(ctx.coords[standby].stderr())
+    ctx.coords[old].kill9()
+    t0 = time.monotonic()
+    wait_until(lambda: "leader: acquired" in ctx.coords[standby].stderr()[standby_log_from:], 8,
+               f"{standby} to lead")
+    took = time.monotonic() - t0
+    say(f"{standby} leads {took:.2f}s after kill -9 of {old}")
+    check(took <= 5, f"takeover took {took:.2f}s (> 5 s)")
+    time.sleep(3)  # several ticks of the new leader
+    after = ctx.placements()
+    check(after == before, lambda: "the takeover reshuffled: " + str(
+        [(t, before[t], after[t]) for t in before if before[t] != after[t]][:10]))
+    log = ctx.coords[standby].stderr()[standby_log_from:]
+    check(not re.search(r"assign: \d+ moves?", log), f"the new leader moved tasks:\n{log[-2000:]}")
+    epoch = ctx.sql("SELECT epoch, name FROM coordinator_leader")
+    check(epoch == [("2", standby)], f"coordinator_leader: {epoch}")
+    # The killed one comes back as a standby and stays one.
+    p = ctx.start_coordinator(old)
+    wait_until(lambda: "leader: standing by" in p.stderr(), 10, f"{old} to stand by")
+    time.sleep(2.5)
+    check(ctx.leaders() == [standby], f"leaders after the restart: {ctx.leaders()}")
+
+
+def test_nonsense_rows(ctx):
+    leader = ctx.leaders()[0]
+    p = ctx.coords[leader]
+    before = ctx.placements()
+    log_from = len(p.stderr())
+    ctx.sql("UPDATE collectors SET load = '\"garbage\"' WHERE name = 'c1'")
+    ctx.sql("UPDATE collectors SET load = '{\"lag_p99_ms\": \"fast\"}' WHERE name = 'c3'")
+    for bad in ("0", "'NaN'", "'Infinity'", "-1"):
+        try:
+            ctx.sql(f"UPDATE collectors SET weight = {bad} WHERE name = 'c1'")
+        except Exception as e:  # noqa: BLE001 - the CHECK constraint refuses it
+            check("collectors_weight_check" in str(e), f"weight {bad}: {e}")
+        else:
+            raise Failure(f"weight {bad} accepted by the registry")
+    time.sleep(2.5)
+    check(p.alive(), lambda: p.output())
+    log = p.stderr()[log_from:]
+    check("tick failed" not in log, f"ticks failed:\n{log[-2000:]}")
+    check(ctx.placements() == before, "placements changed")
+    # A new task still gets placed: the leader keeps assigning.
+    ctx.sql("INSERT INTO hosts (name) VALUES ('late'); INSERT INTO services (host_id, plugin) "
+            "SELECT id, 'redis' FROM hosts WHERE name = 'late'; INSERT INTO tasks (service_id, "
+            "plugin) SELECT s.id, s.plugin FROM services s JOIN hosts h ON h.id = s.host_id "
+            "WHERE h.name = 'late'")
+    wait_until(lambda: ctx.sql("SELECT collector_id IS NOT NULL FROM tasks t JOIN services s ON "
+                               "s.id = t.service_id JOIN hosts h ON h.id = s.host_id "
+                               "WHERE h.name = 'late'") == [("t",)], 5, "the new task placed")
+    check("assign: 1 move (1 new task)" in p.stderr()[log_from:], "no 'assign: 1 move' line")
+
+
+def test_no_secret_in_logs(ctx):
+    for name, p in ctx.coords.items():
+        check(PASSWORD not in p.stderr() and PASSWORD not in p.stdout(),
+              f"{name}'s log holds the registry password")
+
+
+def test_check_config(ctx):
+    cp = trapline("coordinator", "--config", ctx.configs["co1"], "--check-config")
+    check(cp.returncode == 0 and ": OK, coordinator co1" in cp.stdout,
+          f"--check-config: {cp.returncode} {cp.stdout!r} {cp.stderr!r}")
+    check(PASSWORD not in cp.stdout + cp.stderr, "--check-config prints the password")
+    bad = os.path.join(ctx.tmp, "bad.toml")
+    with open(bad, "w") as f:
+        f.write('[coordinator]\nname = "x"\nregistry = "postgresql://u@127.0.0.1/r"\n'
+                'heartbeat_timout = 3\n')
+    cp = trapline("coordinator", "--config", bad, "--check-config")
+    check(cp.returncode == 1, f"exit {cp.returncode}")
+    check(f"{bad}:4: 'coordinator.heartbeat_timout' is not a known key" in cp.stderr,
+          f"stderr: {cp.stderr!r}")
+    check("heartbeat_timeout" in cp.stderr, "the known keys are not listed")
+    cp = trapline("coordinator", "--help")
+    check(cp.returncode == 0 and "--check-config" in cp.stdout, f"--help: {cp.stdout!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_checks([test_start_together, test_weighted_shares, test_collector_dies,
+                         test_leader_killed, test_nonsense_rows, test_no_secret_in_logs,
+                         test_check_config],
+                        setup=setup, teardown=teardown, limit_s=120))
