@@ -1,0 +1,90 @@
+#pragma once
+// A collector's membership in the cluster: it registers in the coordinator's registry
+// (PostgreSQL), reports its load every heartbeat (event-loop lag p50/p99, CPU, tasks,
+// connection states, sender counters, the tasks it runs with their generations), records its
+// targets' errors, and runs the tasks assigned to it: on a NOTIFY on channel
+// "trapline_assign", on every reconnect to the registry and every `resync` seconds, it reads
+// its tasks and starts, stops or restarts targets to match.
+//
+// The registry is not on the sample path: when it is unreachable the collector keeps
+// sampling and sending with the tasks it holds, and reconciles when the registry is back.
+//
+// Hand-over without duplicates: a task that leaves is stopped (its open intervals flushed)
+// as soon as the collector sees it gone; the heartbeat lists the (task, generation) pairs
+// running, so the coordinator can start a task elsewhere only once its old collector no
+// longer runs it.
+//
+// Thread: the loop's.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "collector/collector.h"
+#include "common/pg_client.h"
+#include "common/uv.h"
+
+namespace trapline {
+
+// One row of the registry's assignment query, turned into what a target needs. Pure, for
+// tests: secrets are written under `secrets_dir` by the caller (see WriteSecretFiles).
+struct AssignedTask {
+  int64_t id = 0;
+  int64_t generation = 0;
+  std::string host;      // Zabbix host name
+  std::string plugin;
+  std::string uri;       // the service's URI, or built from address, port and user
+  std::string username;
+  std::string secret_json = "{}";   // {"password":..} / {"private_key":.., "passphrase":..}
+  std::string options_json = "{}";  // {"known_hosts":.., "identity":.., "trust_on_first_use":..}
+  std::string address;
+  int port = 0;
+};
+
+// The target for a task. Secret files (password, private key) are written by this call into
+// `secrets_dir` (created 0700, files 0600) and named by task id.
+Result<TargetConfig> TargetForTask(const AssignedTask& task, const std::string& secrets_dir);
+
+class ClusterMember {
+ public:
+  // REQUIRES: `collector` outlives this and has started.
+  ClusterMember(uv_loop_t* loop, Collector* collector, std::string name, ClusterOptions options);
+  ~ClusterMember();
+
+  void Start();
+  // Marks the collector draining (its tasks move at once) and stops; the targets stay with
+  // the collector, which the caller stops.
+  void Stop(std::function<void()> done);
+
+  bool registered() const { return collector_id_ > 0; }
+  size_t tasks() const { return running_.size(); }
+
+ private:
+  void Register();
+  void Heartbeat();
+  void ReadAssignments();
+  void Apply(const pg::Rows& rows);
+  std::string LoadJson();
+  void ReportErrors();
+
+  uv_loop_t* loop_;
+  Collector* collector_;
+  std::string name_;
+  ClusterOptions options_;
+  pg::Client pg_;
+  Timer heartbeat_timer_;
+  Timer resync_timer_;
+  LoopLagMonitor lag_;
+  int64_t collector_id_ = 0;
+  bool reading_ = false;
+  bool reread_ = false;
+  std::map<int64_t, int64_t> running_;               // task id -> generation
+  std::map<int64_t, int64_t> reported_error_clock_;  // task id -> last error clock recorded
+  std::map<int64_t, bool> reported_ok_;
+  double last_cpu_s_ = 0;
+  uint64_t last_cpu_ms_ = 0;
+  uint64_t failures_logged_ms_ = 0;
+};
+
+}  // namespace trapline
