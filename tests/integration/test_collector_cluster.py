@@ -1,0 +1,232 @@
+"""Collectors in the cluster: real `trapline collector` processes (dry run: values printed as
+zabbix_sender lines, so every sample is visible) given a registry, one `trapline coordinator`,
+a real PostgreSQL registry and a real Redis whose instances (one per registry host) are the
+tasks. Everything on 127.0.0.1, started by this test.
+
+  check_register_and_share  two collectors (weights 1 and 2) register, report load, and run
+                            2 and 4 of the 6 tasks; each task's values come from one collector
+  check_join_hands_over     a third collector joins: it takes its share; every task that moves
+                            is sampled by the old collector strictly before the new one (no
+                            sample twice), with a gap of at most a few seconds
+  check_collector_killed    kill -9 of a collector: within 5 s its tasks run elsewhere
+  check_registry_down       the registry stopped for 8 s: collectors keep sampling and
+                            printing; back: they reconnect and heartbeat again
+  check_task_error          a task whose Redis password is wrong: the service's state turns
+                            'error' and the errors table holds the reason; the others unaffected
+"""
+
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402
+    BackgroundProc, check, make_tmp, run_checks, say, trapline_bin, wait_until)
+from common import _live as live  # noqa: E402
+from harness import HOST, PostgresServer, RedisServer  # noqa: E402
+
+REDIS_PASSWORD = "redis-pw-4d"
+HOSTS = [f"h{i}" for i in range(1, 7)]
+
+
+class Proc(BackgroundProc):
+    """A process that lives across checks (Ctx.close() ends it)."""
+
+    def __init__(self, argv, workdir, name):
+        super().__init__(argv, workdir, name)
+        live.pop(self.pid, None)
+
+    def end(self):
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except Exception:
+                self.popen.kill()
+
+
+class Ctx:
+    def __init__(self):
+        self.tmp = make_tmp("cluster")
+        self.pg = PostgresServer()
+        self.pg.start()
+        self.pg.create_db("trapline")
+        self.dsn = f"postgresql://postgres@{HOST}:{self.pg.port}/trapline"
+        self.redis = RedisServer(password=REDIS_PASSWORD)
+        self.redis.start()
+        self.procs = {}
+        conf = os.path.join(self.tmp, "coordinator.toml")
+        with open(conf, "w") as f:
+            f.write(f'[coordinator]\nname = "k1"\nregistry = "{self.dsn}"\nheartbeat_timeout = 3\n')
+        self.procs["k1"] = Proc([trapline_bin(), "coordinator", "--config", conf], self.tmp, "k1")
+        wait_until(lambda: self.sql_value("SELECT to_regclass('tasks') IS NOT NULL") == "t", 30,
+                   "registry migrated")
+        self.sql(f"""
+INSERT INTO credential_profiles (name, kind, secret) VALUES
+  ('redis', 'redis', '{{"password": "{REDIS_PASSWORD}"}}'),
+  ('redis-wrong', 'redis', '{{"password": "not-it"}}');
+INSERT INTO hosts (name, address, enabled) SELECT n, '{HOST}', true FROM unnest(ARRAY{HOSTS!r}) n;
+INSERT INTO services (host_id, plugin, port, uri, credential_profile_id, enabled)
+  SELECT h.id, 'redis', {self.redis.port}, 'redis://{HOST}:{self.redis.port}',
+         (SELECT id FROM credential_profiles WHERE name = 'redis'), true FROM hosts h;
+INSERT INTO tasks (service_id, plugin, cost) SELECT id, 'redis', 1 FROM services;
+""")
+
+    def sql(self, text):
+        return self.pg.psql(text, db="trapline")
+
+    def sql_value(self, text):
+        rows = self.sql(text)
+        return rows[0][0] if rows else None
+
+    def start_collector(self, name, weight):
+        conf = os.path.join(self.tmp, f"{name}.toml")
+        with open(conf, "w") as f:
+            f.write(f"""
+[collector]
+name = "{name}"
+[sender]
+server = "127.0.0.1"
+port = 1
+[cluster]
+registry = "{self.dsn}"
+weight = {weight}
+heartbeat = 0.5
+resync = 5
+secrets_dir = "{self.tmp}/{name}-secrets"
+""")
+        # Value sets every 2 s (the task's options could say so too; the default is 60 s).
+        self.procs[name] = Proc([trapline_bin(), "collector", "--config", conf, "--dry-run"],
+                                self.tmp, name)
+
+    def tasks_by_collector(self):
+        rows = self.sql("SELECT c.name, count(t.id) FROM collectors c LEFT JOIN tasks t "
+                        "ON t.collector_id = c.id WHERE c.state = 'active' GROUP BY c.name")
+        return {r[0]: int(r[1]) for r in rows}
+
+    def running(self, name):
+        """Task ids the collector reports running in its last heartbeat."""
+        v = self.sql_value(f"SELECT load->'running' FROM collectors WHERE name = '{name}'")
+        import json
+        return sorted(t for t, _ in json.loads(v or "[]"))
+
+    def samples(self, name):
+        """{host: [clock, ...]} of the values the collector printed (uptime items: one per tick)."""
+        out = {}
+        with open(self.procs[name].stdout_path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 5 and parts[1] == "redis.uptime":
+                    out.setdefault(parts[0], []).append(int(parts[2]))
+        return out
+
+    def close(self):
+        for p in self.procs.values():
+            p.end()
+        self.redis.close()
+        self.pg.close()
+
+
+def setup():
+    return Ctx()
+
+
+def teardown(ctx):
+    ctx.close()
+
+
+def shares_ok(ctx, want):
+    got = ctx.tasks_by_collector()
+    return got if got == want else None
+
+
+def check_register_and_share(ctx):
+    ctx.start_collector("c1", 1)
+    ctx.start_collector("c2", 2)
+    got = wait_until(lambda: shares_ok(ctx, {"c1": 2, "c2": 4}), 20, "tasks shared 2/4")
+    say(f"tasks per collector: {got}")
+    wait_until(lambda: len(ctx.running("c1")) == 2 and len(ctx.running("c2")) == 4, 10,
+               "collectors report their running tasks")
+    load = ctx.sql_value("SELECT load FROM collectors WHERE name = 'c2'")
+    for field in ("lag_p99_ms", "cpu_pct", "sender", "connections"):
+        check(field in load, f"load report lacks {field}: {load}")
+    time.sleep(4)  # a few ticks (interval 60 s: values come out at shutdown or hand-over)
+    check(set(ctx.running("c1")).isdisjoint(ctx.running("c2")), "a task runs on both collectors")
+
+
+def check_join_hands_over(ctx):
+    before = {t: c for c, ts in (("c1", ctx.running("c1")), ("c2", ctx.running("c2"))) for t in ts}
+    ctx.start_collector("c3", 3)
+    got = wait_until(lambda: shares_ok(ctx, {"c1": 1, "c2": 2, "c3": 3}), 20, "tasks shared 1/2/3")
+    say(f"after c3 joined: {got}")
+    wait_until(lambda: len(ctx.running("c3")) == 3, 10, "c3 runs 3 tasks")
+    moved = [t for t in ctx.running("c3")]
+    check(all(t in before for t in moved), f"c3 runs unknown tasks {moved}")
+    # Stop c3 cleanly: it flushes; then compare, per moved task's host, the samples' clocks.
+    time.sleep(3)
+    ctx.procs["c3"].end()
+    names = dict(ctx.sql("SELECT t.id::text, h.name FROM tasks t JOIN services s ON s.id = t.service_id "
+                         "JOIN hosts h ON h.id = s.host_id"))
+    for task in moved:
+        host = names[str(task)]
+        old = ctx.samples(before[task]).get(host, [])
+        new = ctx.samples("c3").get(host, [])
+        check(new, f"c3 printed no sample of {host}")
+        if old:
+            check(max(old) < min(new), f"{host}: {before[task]} sampled until {max(old)}, c3 from {min(new)}")
+            say(f"{host}: {before[task]} last sample {max(old)}, c3 first {min(new)} (gap {min(new) - max(old)} s)")
+
+
+def check_collector_killed(ctx):
+    wait_until(lambda: shares_ok(ctx, {"c1": 2, "c2": 4}), 20, "back to 2/4 after c3 left")
+    t0 = time.monotonic()
+    ctx.procs["c2"].popen.kill()
+    wait_until(lambda: len(ctx.running("c1")) == 6, 15, "c1 runs all 6 tasks after c2's kill -9")
+    took = time.monotonic() - t0
+    say(f"c2 killed: its tasks run on c1 after {took:.1f} s")
+    check(took <= 5.5, f"tasks of a killed collector restarted after {took:.1f} s (> 5 s)")
+
+
+def count_lines(ctx, name):
+    with open(ctx.procs[name].stdout_path) as f:
+        return sum(1 for _ in f)
+
+
+def check_registry_down(ctx):
+    # The registry is off the sample path: the collector lives on with its tasks (their value
+    # sets of 60 s come out later; the hand-over check shows them), logs the outage once, and
+    # heartbeats again when the registry is back.
+    before_hb = ctx.sql_value("SELECT extract(epoch FROM last_heartbeat) FROM collectors WHERE name = 'c1'")
+    ctx.pg.stop()
+    say("registry stopped")
+    time.sleep(8)
+    check(ctx.procs["c1"].alive(), "c1 died while the registry was down")
+    ctx.pg.start()
+    say("registry started again")
+    wait_until(lambda: float(ctx.sql_value(
+        "SELECT extract(epoch FROM last_heartbeat) FROM collectors WHERE name = 'c1'")) > float(before_hb) + 8,
+        20, "c1 heartbeats again")
+    check(len(ctx.running("c1")) == 6, f"c1 runs {ctx.running('c1')}")
+    err = ctx.procs["c1"].stderr()
+    check("registry unreachable" in err and "sampling goes on" in err, f"no outage line in c1's log:\n{err[-2000:]}")
+
+
+def check_task_error(ctx):
+    ctx.sql("UPDATE services SET credential_profile_id = (SELECT id FROM credential_profiles "
+            "WHERE name = 'redis-wrong') WHERE host_id = (SELECT id FROM hosts WHERE name = 'h1');"
+            "UPDATE tasks SET generation = generation + 1 WHERE service_id = (SELECT s.id FROM services s "
+            "JOIN hosts h ON h.id = s.host_id WHERE h.name = 'h1'); NOTIFY trapline_assign;")
+    wait_until(lambda: ctx.sql_value("SELECT s.state FROM services s JOIN hosts h ON h.id = s.host_id "
+                                     "WHERE h.name = 'h1'") == "error", 20, "h1's service in state error")
+    msg = ctx.sql_value("SELECT message FROM errors ORDER BY id DESC LIMIT 1")
+    say(f"error recorded: {msg}")
+    check("WRONGPASS" in msg or "password" in msg.lower(), f"error message {msg!r}")
+    others = ctx.sql("SELECT s.state FROM services s JOIN hosts h ON h.id = s.host_id WHERE h.name <> 'h1'")
+    check(all(r[0] == "ok" for r in others), f"other services: {others}")
+    check(REDIS_PASSWORD not in ctx.procs["c1"].stderr(), "a secret in the collector's log")
+
+
+if __name__ == "__main__":
+    sys.exit(run_checks([check_register_and_share, check_join_hands_over, check_collector_killed,
+                         check_registry_down, check_task_error], setup=setup, teardown=teardown))
