@@ -4,7 +4,8 @@ a real PostgreSQL registry and a real Redis whose instances (one per registry ho
 tasks. Everything on 127.0.0.1, started by this test.
 
   check_register_and_share  two collectors (weights 1 and 2) register, report load, and run
-                            2 and 4 of the 6 tasks; each task's values come from one collector
+                            2 and 4 of the 6 tasks, none on both; every task's entities are in
+                            the registry
   check_join_hands_over     a third collector joins: it takes its share; every task that moves
                             is sampled by the old collector strictly before the new one (no
                             sample twice), with a gap of at most a few seconds
@@ -55,6 +56,7 @@ class Ctx:
         self.dsn = f"postgresql://postgres@{HOST}:{self.pg.port}/trapline"
         self.redis = RedisServer(password=REDIS_PASSWORD)
         self.redis.start()
+        self.redis.command("SET", "k", "v")  # db0 holds a key: the plugin reports keyspace db0
         self.procs = {}
         conf = os.path.join(self.tmp, "coordinator.toml")
         with open(conf, "w") as f:
@@ -112,13 +114,13 @@ secrets_dir = "{self.tmp}/{name}-secrets"
         return sorted(t for t, _ in json.loads(v or "[]"))
 
     def samples(self, name):
-        """{host: [clock, ...]} of the values the collector printed (uptime items: one per tick)."""
+        """{host: [clock + ns/1e9, ...]} of the values the collector printed (uptime: one per tick)."""
         out = {}
         with open(self.procs[name].stdout_path) as f:
             for line in f:
                 parts = line.split()
                 if len(parts) == 5 and parts[1] == "redis.uptime":
-                    out.setdefault(parts[0], []).append(int(parts[2]))
+                    out.setdefault(parts[0], []).append(int(parts[2]) + int(parts[3]) / 1e9)
         return out
 
     def close(self):
@@ -153,6 +155,9 @@ def check_register_and_share(ctx):
         check(field in load, f"load report lacks {field}: {load}")
     time.sleep(4)  # a few ticks (interval 60 s: values come out at shutdown or hand-over)
     check(set(ctx.running("c1")).isdisjoint(ctx.running("c2")), "a task runs on both collectors")
+    # Every task's target reported its entities (a Redis with keys in db0 has keyspace db0).
+    rows = ctx.sql("SELECT count(DISTINCT task_id) FROM entities WHERE kind = 'keyspace' AND name = 'db0' AND NOT gone")
+    check(int(rows[0][0]) == len(HOSTS), f"tasks with entity keyspace/db0: {rows}")
 
 
 def check_join_hands_over(ctx):
@@ -175,7 +180,9 @@ def check_join_hands_over(ctx):
         check(new, f"c3 printed no sample of {host}")
         if old:
             check(max(old) < min(new), f"{host}: {before[task]} sampled until {max(old)}, c3 from {min(new)}")
-            say(f"{host}: {before[task]} last sample {max(old)}, c3 first {min(new)} (gap {min(new) - max(old)} s)")
+            say(f"{host}: {before[task]} last sample {max(old):.3f}, c3 first {min(new):.3f} "
+                f"(gap {min(new) - max(old):.3f} s)")
+            check(min(new) - max(old) <= 2.5, f"{host}: a gap of {min(new) - max(old):.1f} s")
 
 
 def check_collector_killed(ctx):
