@@ -142,6 +142,12 @@ void ClusterMember::Start() {
   pg_.SetNotifyCallback([this](const std::string&, const std::string& payload) {
     if (payload.empty() || payload == name_) ReadAssignments();
   });
+  collector_->set_on_entities([this](const std::string& id, const std::vector<plugins::Entity>& entities) {
+    if (id.rfind("task:", 0) != 0) return;  // a target of the config file, not a task
+    int64_t task = std::stoll(id.substr(5));
+    entities_[task] = entities;
+    ReportEntities(task, entities);
+  });
   (void)pg_.Listen(kAssignChannel);
   pg_.Start();
   last_cpu_s_ = ProcessCpuSeconds();
@@ -172,6 +178,8 @@ void ClusterMember::Register() {
                              r->rows[0][1].value_or("?"));
               }
               ReadAssignments();
+              // What changed while the registry was away.
+              for (const auto& [task, entities] : entities_) ReportEntities(task, entities);
             });
 }
 
@@ -256,6 +264,31 @@ void ClusterMember::ReportErrors() {
   }
 }
 
+// The registry's entities of a task follow what its target reports: present ones upserted,
+// the others marked gone (never deleted); the coordinator hears of it on trapline_entities
+// and syncs the host's Zabbix objects.
+void ClusterMember::ReportEntities(int64_t task, const std::vector<plugins::Entity>& entities) {
+  json present = json::array();
+  for (const auto& e : entities) present.push_back({{"kind", e.kind}, {"name", e.name}});
+  if (!pg_.connected() || collector_id_ == 0) return;  // reported again once registered
+  std::string tid = std::to_string(task);
+  pg_.Query("report entities",
+            "WITH present AS (SELECT kind, name FROM jsonb_to_recordset($2::jsonb) AS p(kind text, name text)), "
+            "up AS (INSERT INTO entities (task_id, kind, name, gone, last_seen) "
+            "  SELECT $1::bigint, kind, name, false, now() FROM present "
+            "  ON CONFLICT (task_id, kind, name) DO UPDATE SET gone = false, last_seen = now()), "
+            "down AS (UPDATE entities e SET gone = true WHERE e.task_id = $1::bigint AND NOT e.gone "
+            "  AND (e.kind, e.name) NOT IN (SELECT kind, name FROM present)) "
+            "SELECT pg_notify('trapline_entities', $1::text)",
+            {tid, present.dump()}, [this, task, n = entities.size()](Result<pg::Rows> r) {
+              if (!r.ok()) {
+                spdlog::warn("[cluster] {}: task {}: {}", name_, task, r.status().message());
+              } else {
+                spdlog::info("[cluster] {}: task {}: {} entities reported", name_, task, n);
+              }
+            });
+}
+
 void ClusterMember::ReadAssignments() {
   if (!pg_.connected() || collector_id_ == 0) return;
   if (reading_) {
@@ -311,6 +344,7 @@ void ClusterMember::Apply(const pg::Rows& rows) {
     }
     collector_->RemoveTarget(TaskTargetId(it->first));
     reported_error_clock_.erase(it->first);
+    entities_.erase(it->first);
     reported_ok_.erase(it->first);
     it = running_.erase(it);
     ++stopped;

@@ -4,7 +4,8 @@
 // connection states, sender counters, the tasks it runs with their generations), records its
 // targets' errors, and runs the tasks assigned to it: on a NOTIFY on channel
 // "trapline_assign", on every reconnect to the registry and every `resync` seconds, it reads
-// its tasks and starts, stops or restarts targets to match.
+// its tasks and starts, stops or restarts targets to match. The entities each task's target
+// reports go to the registry's entities table (NOTIFY trapline_entities), for zabbix-sync.
 //
 // The registry is not on the sample path: when it is unreachable the collector keeps
 // sampling and sending with the tasks it holds, and reconciles when the registry is back.
@@ -67,6 +68,7 @@ class ClusterMember {
   void Apply(const pg::Rows& rows);
   std::string LoadJson();
   void ReportErrors();
+  void ReportEntities(int64_t task, const std::vector<plugins::Entity>& entities);
 
   uv_loop_t* loop_;
   Collector* collector_;
@@ -82,6 +84,7 @@ class ClusterMember {
   std::map<int64_t, int64_t> running_;               // task id -> generation
   std::map<int64_t, int64_t> reported_error_clock_;  // task id -> last error clock recorded
   std::map<int64_t, bool> reported_ok_;
+  std::map<int64_t, std::vector<plugins::Entity>> entities_;  // task -> last set its target gave
   double last_cpu_s_ = 0;
   uint64_t last_cpu_ms_ = 0;
   uint64_t failures_logged_ms_ = 0;
