@@ -1,5 +1,8 @@
 #include "coordinator/coordinator.h"
 
+#include <cstdlib>
+#include <fstream>
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -110,6 +113,18 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
   TRAPLINE_ASSIGN_OR_RETURN(o.heartbeat_timeout_s, c->GetDouble("heartbeat_timeout", 3, 0.5, 3600));
   TRAPLINE_ASSIGN_OR_RETURN(o.overload_lag_ms, c->GetDouble("overload_lag_ms", 500, 0, 1e7));
   TRAPLINE_ASSIGN_OR_RETURN(o.log_level, c->GetString("log_level", "info"));
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * z, root->GetTable("zabbix"));
+  TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.api.url, z->GetString("url", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.api.user, z->GetString("user", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(std::string password_file, z->GetString("password_file", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(std::string token_file, z->GetString("token_file", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.api.timeout_s, z->GetDouble("timeout", 30, 1, 600));
+  TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.sync.trapper_hosts, z->GetString("trapper_hosts", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.sync.history, z->GetString("history", "14d"));
+  TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.sync.trends, z->GetString("trends", "365d"));
+  TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.sync.delete_vanished, z->GetBool("delete_vanished", false));
+  TRAPLINE_ASSIGN_OR_RETURN(std::string group, z->GetString("host_group", "trapline"));
+  o.zabbix.sync.host_groups = {group};
   // Unknown keys first: a misspelt 'registry' is reported as such, not as a missing one.
   TRAPLINE_RETURN_IF_ERROR(root->CheckKnown());
   if (o.name.empty()) o.name = HostName();
@@ -117,6 +132,26 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
     return Status::InvalidArgument(root->origin() +
                                    ": [coordinator] has no 'registry' (the PostgreSQL URI of the "
                                    "registry database)");
+  }
+  // Secrets of the Zabbix API from files (first line), so they stay out of the config.
+  auto first_line = [&](const std::string& path, const char* what) -> Result<std::string> {
+    std::ifstream in(path);
+    std::string line;
+    if (!in || !std::getline(in, line)) {
+      return Status::InvalidArgument(root->origin() + ": [zabbix] " + what + " " + path + " cannot be read");
+    }
+    return line;
+  };
+  if (!password_file.empty()) {
+    TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.api.password, first_line(password_file, "password_file"));
+  }
+  if (!token_file.empty()) {
+    TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.api.token, first_line(token_file, "token_file"));
+  }
+  if (o.zabbix.enabled() && o.zabbix.api.token.empty() &&
+      (o.zabbix.api.user.empty() || o.zabbix.api.password.empty())) {
+    return Status::InvalidArgument(root->origin() +
+                                   ": [zabbix] needs token_file, or user and password_file");
   }
   // Checked without I/O; libpq's reason never repeats the string (it may hold a password).
   if (auto p = pg::BuildConnParams(o.registry, "trapline", 1); !p.ok()) {
@@ -232,6 +267,17 @@ Coordinator::Coordinator(uv_loop_t* loop, CoordinatorOptions options)
       });
   registry_.SetStateCallback(
       [this](bool connected, const Status& why) { OnRegistryState(connected, why); });
+  if (options_.zabbix.enabled()) {
+    zabbix_sync_ = std::make_unique<ZabbixSyncWorker>(loop, &registry_, options_.name, options_.zabbix);
+    // Collectors announce the entities they found; the leader syncs that task's host.
+    (void)registry_.Listen("trapline_entities");
+    registry_.SetNotifyCallback([this](const std::string& channel, const std::string& payload) {
+      if (channel != "trapline_entities" || !leader_ || payload.empty()) return;
+      char* end = nullptr;
+      long long task = std::strtoll(payload.c_str(), &end, 10);
+      if (end != nullptr && *end == '\0' && task > 0) zabbix_sync_->Request(task);
+    });
+  }
 }
 
 Coordinator::~Coordinator() {
@@ -305,6 +351,8 @@ void Coordinator::OnRole(Role role, int64_t epoch, const std::string& reason) {
     first_tick_ = true;
     last_shed_ms_.clear();
     spdlog::info("[coordinator] leader: acquired epoch={} name={}", epoch, options_.name);
+    // What changed while another coordinator (or none) led: every synced host once more.
+    if (zabbix_sync_) zabbix_sync_->RequestAll();
     uint64_t ms = static_cast<uint64_t>(options_.assign_interval_s * 1000);
     tick_timer_.Start(0, ms, [this] { Tick(); });
     return;
@@ -312,6 +360,7 @@ void Coordinator::OnRole(Role role, int64_t epoch, const std::string& reason) {
   bool was = leader_;
   leader_ = false;
   tick_timer_.Stop();
+  if (zabbix_sync_) zabbix_sync_->Cancel();
   if (!was) return;
   if (stopping_) {
     spdlog::info("[coordinator] leader: released epoch={} ({})", epoch_, reason);
@@ -323,6 +372,7 @@ void Coordinator::OnRole(Role role, int64_t epoch, const std::string& reason) {
 void Coordinator::Tick() {
   if (!leader_ || tick_running_ || stopping_ || !registry_.connected() || !migrated_) return;
   tick_running_ = true;
+  ReconcileTasks();
   auto tick = std::make_shared<TickState>();
   tick->leadership = leadership_;
   tick->events.takeover = first_tick_;
@@ -382,6 +432,36 @@ void Coordinator::Tick() {
     if (!tick->error.ok()) return FinishTick(tick->error);
     Assign(tick);
   });
+}
+
+void Coordinator::ReconcileTasks() {
+  // The cost a plugin declares: a Linux host over SSH costs the collector most (SFTP reads
+  // of ~15 files), a PostgreSQL instance one round trip of several statements, a Redis one
+  // INFO.
+  registry_.Query(
+      "reconcile tasks",
+      "WITH wanted AS (SELECT s.id, s.plugin FROM services s JOIN hosts h ON h.id = s.host_id "
+      "  WHERE s.enabled AND h.enabled AND NOT s.gone), "
+      "ins AS (INSERT INTO tasks (service_id, plugin, cost) "
+      "  SELECT id, plugin, CASE plugin WHEN 'linux' THEN 3 WHEN 'postgresql' THEN 2 ELSE 1 END FROM wanted "
+      "  ON CONFLICT (service_id) DO NOTHING RETURNING id), "
+      "del AS (DELETE FROM tasks t WHERE NOT EXISTS (SELECT 1 FROM wanted w WHERE w.id = t.service_id) "
+      "  RETURNING t.id, t.collector_id), "
+      "told AS (SELECT pg_notify('" + std::string(kAssignChannel) + "', c.name) FROM collectors c "
+      "  WHERE c.id IN (SELECT collector_id FROM del)) "
+      "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del), (SELECT count(*) FROM told)",
+      {}, [this](Result<pg::Rows> r) {
+        if (!r.ok()) {
+          spdlog::warn("[coordinator] {}", r.status().message());
+          return;
+        }
+        if (r->rows.empty() || r->rows[0].size() < 2) return;
+        std::string added = r->rows[0][0].value_or("0"), removed = r->rows[0][1].value_or("0");
+        if (added != "0" || removed != "0") {
+          spdlog::info("[coordinator] tasks: {} new (services enabled), {} removed (services disabled or gone)",
+                       added, removed);
+        }
+      });
 }
 
 void Coordinator::Assign(std::shared_ptr<TickState> tick) {

@@ -36,6 +36,7 @@
 #include "common/uv.h"
 #include "coordinator/assignment.h"
 #include "coordinator/leader.h"
+#include "coordinator/zabbix_sync_worker.h"
 
 namespace trapline {
 
@@ -53,6 +54,7 @@ struct CoordinatorOptions {
   double overload_lag_ms = 500;   // event-loop lag p99 above which a collector sheds; 0: never
   std::string log_level = "info";
   double assign_interval_s = 1;   // not in the config file: the leader's tick
+  ZabbixSyncOptions zabbix;       // [zabbix]: the API zabbix-sync uses; absent: no sync
 
   // [coordinator] table; every other key or table is an error naming file and line.
   static Result<CoordinatorOptions> FromConfig(ConfigTable* root);
@@ -125,6 +127,9 @@ class Coordinator {
   void Assign(std::shared_ptr<TickState> tick);
   void WriteMoves(std::shared_ptr<TickState> tick, const Assignment& a);
   void FinishTick(const Status& st);
+  // Services enabled (host enabled, not gone) get a task; the others lose theirs (their
+  // collectors are told at once).
+  void ReconcileTasks();
   void Fatal(const Status& st);
 
   uv_loop_t* loop_;
@@ -133,6 +138,7 @@ class Coordinator {
   pg::Client registry_;
   std::unique_ptr<LeaderElector> elector_;
   Timer tick_timer_;
+  std::unique_ptr<ZabbixSyncWorker> zabbix_sync_;
 
   bool stopping_ = false;
   bool migrating_ = false;
