@@ -1,58 +1,90 @@
 # shellcheck shell=bash
 # The quick start's trapline part, sourced by scripts/quickstart.sh once the local stack is up
-# (see its HOOK comment for the variables): a collector monitoring this machine over SSH, the
-# stack's PostgreSQL and its Redis, every second, value sets every 10 s, into Zabbix.
-# zabbix-sync (`trapline sync`) first makes each Zabbix host from what its target reports:
-# trapper items, graphs, triggers and a dashboard. A later issue adds the coordinator.
+# (see its HOOK comment for the variables): the cluster of issue 5 on one machine.
+#
+#   registry (the stack's PostgreSQL, database `trapline`)
+#     <- trapline coordinator (leader; zabbix-sync through the Zabbix API)
+#     <- two trapline collectors (weights 1 and 2), sending to the Zabbix server
+#
+# The registry gets three hosts, each with one enabled service: this machine over SSH (the
+# stack's own sshd), the stack's PostgreSQL and its Redis. The coordinator turns them into
+# tasks and shares them between the collectors; each collector reports the entities it finds;
+# the coordinator then builds the Zabbix hosts (items, graphs, triggers, dashboards).
 
-pg_uri="postgresql://postgres@127.0.0.1:$TARGET_PG_PORT/postgres"
-ssh_uri="ssh://$TARGET_SSH_USER@$TARGET_SSH_HOST:$TARGET_SSH_PORT"
-redis_uri="redis://$TARGET_REDIS_HOST:$TARGET_REDIS_PORT"
+pg_port="$TARGET_PG_PORT"
+ssh_port="$TARGET_SSH_PORT"
+redis_port="$TARGET_REDIS_PORT"
+registry="$TRAPLINE_DB_DSN"
+log_dir="$TRAPLINE_STACK_DIR"
 
-export TRAPLINE_ZABBIX_URL="$ZBX_FRONTEND_URL" TRAPLINE_ZABBIX_USER="$ZBX_API_USER" \
-  TRAPLINE_ZABBIX_PASSWORD="$ZBX_API_PASSWORD"
-qs_sync() {  # host uri [options]: prints the summary line of the sync
-  local host="$1"
-  shift
-  "$TRAPLINE_BUILD_DIR/trapline" sync "$@" --host "$host" --trapper-hosts 127.0.0.1 | tail -n 1
-}
-qs_sync quickstart-linux "$ssh_uri" --identity "$TARGET_SSH_KEY" \
-  --known-hosts "$TARGET_SSH_KNOWN_HOSTS" || return 1
-qs_sync quickstart-postgresql "$pg_uri" || return 1
-qs_sync quickstart-redis "$redis_uri" || return 1
+umask 077
+printf '%s\n' "$ZBX_API_PASSWORD" >"$TRAPLINE_STACK_DIR/zabbix.password"
+cat >"$TRAPLINE_STACK_DIR/coordinator.toml" <<TOML
+[coordinator]
+name = "quickstart-coordinator"
+registry = "$registry"
 
-cat >"$TRAPLINE_STACK_DIR/collector.toml" <<TOML
+[zabbix]
+url = "$ZBX_FRONTEND_URL"
+user = "$ZBX_API_USER"
+password_file = "$TRAPLINE_STACK_DIR/zabbix.password"
+trapper_hosts = "127.0.0.1"
+TOML
+for c in 1 2; do
+  cat >"$TRAPLINE_STACK_DIR/collector-$c.toml" <<TOML
 [collector]
-name = "quickstart"
+name = "quickstart-collector-$c"
 
 [sender]
 server = "$ZBX_SERVER_HOST"
 port = $ZBX_SERVER_PORT
-spool_dir = "$TRAPLINE_STACK_DIR/spool"
+spool_dir = "$TRAPLINE_STACK_DIR/spool-$c"
 
-[[target]]
-host = "quickstart-linux"
-uri = "$ssh_uri"
-identity = "$TARGET_SSH_KEY"
-known_hosts = "$TARGET_SSH_KNOWN_HOSTS"
-interval = 10
-
-[[target]]
-host = "quickstart-postgresql"
-uri = "$pg_uri"
-interval = 10
-
-[[target]]
-host = "quickstart-redis"
-uri = "$redis_uri"
-interval = 10
+[cluster]
+registry = "$registry"
+weight = $c
+secrets_dir = "$TRAPLINE_STACK_DIR/secrets-$c"
 TOML
+done
+umask 022
 
-# Its own process group, so the quick start's SIGTERM on stop reaches it (and only it).
-setsid "$TRAPLINE_BUILD_DIR/trapline" collector --config "$TRAPLINE_STACK_DIR/collector.toml" \
-  >>"$TRAPLINE_STACK_DIR/collector.log" 2>&1 &
+# Own process groups, so the quick start's SIGTERM on stop reaches each (and only it).
+setsid "$TRAPLINE_BUILD_DIR/trapline" coordinator --config "$TRAPLINE_STACK_DIR/coordinator.toml" \
+  >>"$log_dir/coordinator.log" 2>&1 &
 
-echo "quickstart: collector running (log: $TRAPLINE_STACK_DIR/collector.log);"
-echo "            hosts quickstart-linux, quickstart-postgresql, quickstart-redis get values every 10 s"
-echo "            (Monitoring > Latest data, filter on host group 'trapline'; dashboards"
-echo "            'trapline: quickstart-linux / linux' etc. under Monitoring > Dashboards)"
+# The coordinator migrates the registry's schema; then the hosts and services go in.
+for _ in $(seq 1 60); do
+  [ "$(psql "$registry" -Atc "SELECT to_regclass('tasks') IS NOT NULL" 2>/dev/null)" = t ] && break
+  sleep 0.5
+done
+psql "$registry" -v ON_ERROR_STOP=1 -q >/dev/null <<SQL || return 1
+INSERT INTO credential_profiles (name, kind, username, options) VALUES
+  ('quickstart-ssh', 'ssh', '$TARGET_SSH_USER',
+   '{"identity": "$TARGET_SSH_KEY", "known_hosts": "$TARGET_SSH_KNOWN_HOSTS", "interval": 10}'),
+  ('quickstart-postgresql', 'postgresql', 'postgres', '{"interval": 10}'),
+  ('quickstart-redis', 'redis', '', '{"interval": 10}')
+ON CONFLICT (name) DO UPDATE SET username = EXCLUDED.username, options = EXCLUDED.options;
+INSERT INTO hosts (name, address, enabled) VALUES
+  ('quickstart-linux', '127.0.0.1', true), ('quickstart-postgresql', '127.0.0.1', true),
+  ('quickstart-redis', '127.0.0.1', true)
+ON CONFLICT (name) DO UPDATE SET enabled = true;
+INSERT INTO services (host_id, plugin, port, credential_profile_id, enabled)
+SELECT h.id, v.plugin, v.port, p.id, true
+FROM (VALUES ('quickstart-linux', 'linux', $ssh_port, 'quickstart-ssh'),
+             ('quickstart-postgresql', 'postgresql', $pg_port, 'quickstart-postgresql'),
+             ('quickstart-redis', 'redis', $redis_port, 'quickstart-redis')) AS v(host, plugin, port, profile)
+JOIN hosts h ON h.name = v.host JOIN credential_profiles p ON p.name = v.profile
+ON CONFLICT (host_id, plugin, port) DO UPDATE SET enabled = true, credential_profile_id = EXCLUDED.credential_profile_id;
+SQL
+
+for c in 1 2; do
+  setsid "$TRAPLINE_BUILD_DIR/trapline" collector --config "$TRAPLINE_STACK_DIR/collector-$c.toml" \
+    >>"$log_dir/collector-$c.log" 2>&1 &
+done
+
+echo "quickstart: coordinator and collectors 1 and 2 (weights 1 and 2) running; logs in $log_dir:"
+echo "            coordinator.log, collector-1.log, collector-2.log"
+echo "            registry: psql \"$registry\"  (hosts, services, tasks, collectors, entities, audit_log)"
+echo "            Zabbix hosts quickstart-linux, -postgresql, -redis are made by zabbix-sync as"
+echo "            their entities come in, then get values every 10 s (Monitoring > Latest data,"
+echo "            host group 'trapline'; dashboards 'trapline: quickstart-linux / linux' etc.)"
