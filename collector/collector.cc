@@ -9,6 +9,7 @@
 #include "collector/ssh_target.h"
 #include "collector/send_input.h"
 #include "common/config.h"
+#include "common/http_server.h"
 #include "common/log.h"
 #include "plugins/builtin.h"
 
@@ -82,6 +83,7 @@ Result<CollectorOptions> CollectorOptions::FromConfig(ConfigTable* root) {
   TRAPLINE_ASSIGN_OR_RETURN(o.name, col->GetString("name", o.name));
   TRAPLINE_ASSIGN_OR_RETURN(o.log_level, col->GetString("log_level", o.log_level));
   TRAPLINE_ASSIGN_OR_RETURN(o.stats_interval_s, col->GetDouble("stats_interval", 60, 1, 86400));
+  TRAPLINE_ASSIGN_OR_RETURN(o.metrics_listen, col->GetString("metrics_listen", ""));
   TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * sender, root->GetTable("sender"));
   TRAPLINE_ASSIGN_OR_RETURN(o.sender, SenderOptions::FromConfig(sender));
   TRAPLINE_ASSIGN_OR_RETURN(auto targets, root->GetTableArray("target"));
@@ -106,6 +108,14 @@ LoopLagMonitor::LoopLagMonitor(uv_loop_t* loop, uint64_t period_ms)
     uint64_t now = uv_hrtime();
     double lag = now > expected_ns_ ? static_cast<double>(now - expected_ns_) / 1e6 : 0;
     if (lags_ms_.size() < 100000) lags_ms_.push_back(lag);
+    if (recent_ms_.size() < kRecent) {
+      recent_ms_.push_back(lag);
+    } else {
+      recent_ms_[recent_next_] = lag;
+    }
+    recent_next_ = (recent_next_ + 1) % kRecent;
+    total_ms_ += lag;
+    ++total_samples_;
     expected_ns_ = now + period_ms_ * 1000000;
   });
   timer_.Unref();  // the monitor alone does not keep the loop running
@@ -121,6 +131,25 @@ LoopLagMonitor::Figures LoopLagMonitor::TakeFigures() {
   }
   lags_ms_.clear();
   return f;
+}
+
+LoopLagMonitor::Figures LoopLagMonitor::Recent() const {
+  Figures f;
+  std::vector<double> v = recent_ms_;
+  f.samples = v.size();
+  if (!v.empty()) {
+    f.max_ms = *std::max_element(v.begin(), v.end());
+    f.p50_ms = Percentile(&v, 0.5);
+    f.p99_ms = Percentile(&v, 0.99);
+  }
+  return f;
+}
+
+std::vector<double> LoopLagMonitor::RecentSeconds() const {
+  std::vector<double> out;
+  out.reserve(recent_ms_.size());
+  for (double ms : recent_ms_) out.push_back(ms / 1000.0);
+  return out;
 }
 
 Result<std::unique_ptr<TargetBase>> MakeTarget(uv_loop_t* loop, TargetConfig config,
@@ -163,6 +192,7 @@ Status Collector::Start() {
     sender_ = std::make_unique<Sender>(loop_, options_.sender);
     TRAPLINE_RETURN_IF_ERROR(sender_->Start());
   }
+  TRAPLINE_RETURN_IF_ERROR(StartMetricsServer());
   for (const TargetConfig& tc : options_.targets) {
     auto running = std::make_unique<Running>();
     Running* r = running.get();
@@ -210,6 +240,7 @@ void Collector::OnValues(std::vector<SenderValue>* values) {
 
 void Collector::Stop() {
   stats_timer_.Stop();
+  if (metrics_server_) metrics_server_->Stop();
   for (auto& r : targets_) {
     scratch_.clear();
     r->pipeline->Flush(&scratch_);

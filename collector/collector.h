@@ -21,11 +21,13 @@
 namespace trapline {
 
 class ConfigTable;
+class HttpServer;
 
 struct CollectorOptions {
   std::string name = "collector";
   std::string log_level = "info";
   double stats_interval_s = 60;  // how often the self-watch line is logged
+  std::string metrics_listen;    // "127.0.0.1:9464": serve Prometheus /metrics there; "" = off
   SenderOptions sender;
   std::vector<TargetConfig> targets;
 
@@ -50,6 +52,13 @@ class LoopLagMonitor {
   };
   // Over the samples since the last call (then starts afresh).
   Figures TakeFigures();
+  // Over the last minute or so (the latest kRecent samples); does not start afresh.
+  Figures Recent() const;
+  std::vector<double> RecentSeconds() const;
+  // Since start: lag summed over every sample, and the number of samples.
+  double total_ms() const { return total_ms_; }
+  uint64_t total_samples() const { return total_samples_; }
+  static constexpr size_t kRecent = 600;
 
  private:
   uv_loop_t* loop_;
@@ -57,6 +66,10 @@ class LoopLagMonitor {
   Timer timer_;
   uint64_t expected_ns_ = 0;
   std::vector<double> lags_ms_;
+  std::vector<double> recent_ms_;  // ring of the latest kRecent lags
+  size_t recent_next_ = 0;
+  double total_ms_ = 0;
+  uint64_t total_samples_ = 0;
 };
 
 // The kind of target that serves a plugin ("linux" -> SSH, ...), or an error naming the
@@ -83,11 +96,16 @@ class Collector {
   };
   std::vector<TargetStatus> Targets() const;
   SenderCounters sender_counters() const;
+  // The Prometheus text served at /metrics (collector/collector_metrics.cc).
+  std::string RenderMetrics() const;
+  // The port /metrics is served on (0 when metrics_listen is off).
+  int metrics_port() const;
 
  private:
   struct Running;
   void OnValues(std::vector<SenderValue>* values);
   void LogStats();
+  Status StartMetricsServer();
 
   uv_loop_t* loop_;
   CollectorOptions options_;
@@ -100,6 +118,7 @@ class Collector {
   double last_cpu_s_ = 0;
   uint64_t last_stats_ms_ = 0;
   std::vector<SenderValue> scratch_;
+  std::unique_ptr<HttpServer> metrics_server_;  // last: destroyed first
 };
 
 }  // namespace trapline

@@ -9,7 +9,7 @@ packages=(
   # libraries (DESIGN.md)
   libuv1-dev libssh2-1-dev libpq-dev libhiredis-dev libcurl4-openssl-dev
   nlohmann-json3-dev doctest-dev libspdlog-dev libfmt-dev libcli11-dev libtoml11-dev
-  zlib1g-dev libsodium-dev libssl-dev
+  zlib1g-dev libsodium-dev libssl-dev libh2o-dev
   # real servers for the quick start and the integration tests
   postgresql redis-server openssh-server openssh-client
   zabbix-server-pgsql zabbix-frontend-php php-cli php-pgsql zabbix-agent

@@ -5,6 +5,7 @@
 - into Zabbix: value sets of a Redis metric land in history for the configured host;
 - Redis restarted: the collector reconnects within its backoff and values resume;
 - a wrong password and a misspelt config key: a clear error, no crash, other targets go on.
+- /metrics (metrics_listen): real figures for the targets, the loop and the sender.
 """
 
 import os
@@ -13,7 +14,7 @@ import time
 
 from common import (BackgroundProc, check, make_tmp, run_checks, say, trapline, trapline_bin,
                     wait_until)
-from harness import RedisServer, ZabbixStack
+from harness import RedisServer, ZabbixStack, free_port
 
 PASSWORD = "s3cret-pw"
 
@@ -178,10 +179,95 @@ def check_probe_redis(ctx):
     check(bad.returncode == 1 and "authentication failed" in bad.stderr, bad.stderr)
 
 
+def scrape(port, path="/metrics"):
+    """(status, content type, body) of a GET on the collector's metrics server."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.headers.get("Content-Type"), resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read().decode()
+    except OSError:
+        return None, None, ""
+
+
+def metric_values(text):
+    """{'name{labels}': value} of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def check_metrics_endpoint(ctx):
+    port = free_port()
+    dead = free_port()  # nothing listens there: the second target keeps reconnecting
+    down = f"""
+[[target]]
+host = "metrics-down"
+uri = "redis://127.0.0.1:{dead}"
+reconnect_base = 0.2
+reconnect_max = 0.5
+"""
+    cfg = config(ctx, "metrics", extra_targets=down, interval=1)
+    with open(cfg) as f:
+        text = f.read()
+    with open(cfg, "w") as f:
+        f.write(text.replace("[collector]\n", f'[collector]\nmetrics_listen = "127.0.0.1:{port}"\n', 1))
+    proc = BackgroundProc([trapline_bin(), "collector", "--config", cfg], ctx["tmp"], "metrics")
+    try:
+        def ready():
+            status, _, body = scrape(port)
+            if status != 200:
+                return None
+            values = metric_values(body)
+            retries = [v for k, v in values.items() if k.startswith(
+                'trapline_collector_target_retries{target="metrics-down/redis"')]
+            if (values.get("trapline_sender_requests_total", 0) >= 1 and retries and
+                    retries[0] >= 2 and values["trapline_collector_loop_lag_seconds_count"] >= 20):
+                return values
+            return None
+        values = wait_until(ready, 30, "/metrics with a sent request and a reconnecting target")
+        status, ctype, body = scrape(port)
+        say("\n".join(l for l in body.splitlines() if not l.startswith("#"))[:1500])
+        check(status == 200 and ctype.startswith("text/plain; version=0.0.4"), f"{status} {ctype}")
+        up = 'target="metrics-redis/redis",'
+        down_t = 'target="metrics-down/redis",'
+        def one(prefix, label):
+            hits = [v for k, v in values.items() if k.startswith(prefix + "{" + label)]
+            check(len(hits) == 1, f"one {prefix} for {label}: {hits}")
+            return hits[0]
+        check(values["trapline_collector_targets"] == 2, "two targets")
+        check(values["trapline_collector_targets_connected"] == 1, "one connected")
+        check(one("trapline_collector_target_connected", up) == 1, "redis target connected")
+        check(one("trapline_collector_target_connected", down_t) == 0, "dead target not connected")
+        check(one("trapline_collector_target_retries", down_t) >= 2, "dead target retries counted")
+        check(one("trapline_collector_target_ticks_total", up) >= 1, "redis target ticks counted")
+        check(values["trapline_collector_loop_lag_seconds_count"] >= 20, "loop lag sampled")
+        check(0 <= values['trapline_collector_loop_lag_seconds{quantile="0.99"}'] < 1, "loop lag p99")
+        check(values["process_cpu_seconds_total"] > 0, "CPU seconds")
+        check(values["trapline_sender_values_queued_total"] >= 1, "values queued to the sender")
+        check(values["trapline_sender_zabbix_reachable"] == 1, "Zabbix reachable")
+        check('password' not in body and PASSWORD not in body, "no secret in /metrics")
+        status, ctype, body = scrape(port, "/nope")
+        check(status == 404 and ctype == "application/json" and '"error"' in body,
+              f"unknown path: {status} {ctype} {body}")
+        check(proc.alive(), "the collector keeps running")
+    finally:
+        proc.popen.terminate()
+        rc = proc.wait(30)
+    check(rc == 0, f"collector exits 0 on SIGTERM, got {rc}\n{proc.output()}")
+    check(scrape(port)[0] is None, "the metrics port is closed after exit")
+
+
 if __name__ == "__main__":
     raise SystemExit(run_checks([check_dry_run_matches_redis,
                                  check_values_reach_zabbix_and_resume_after_restart,
                                  check_wrong_password_does_not_stop_other_targets,
                                  check_bad_config_key_is_named,
                                  check_sample_config_is_valid,
-                                 check_probe_redis], setup=setup, teardown=teardown))
+                                 check_probe_redis,
+                                 check_metrics_endpoint], setup=setup, teardown=teardown))
