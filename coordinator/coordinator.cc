@@ -373,6 +373,7 @@ void Coordinator::Tick() {
   if (!leader_ || tick_running_ || stopping_ || !registry_.connected() || !migrated_) return;
   tick_running_ = true;
   ReconcileTasks();
+  if (zabbix_sync_) zabbix_sync_->PollMaintenance();
   auto tick = std::make_shared<TickState>();
   tick->leadership = leadership_;
   tick->events.takeover = first_tick_;

@@ -147,10 +147,20 @@ CREATE TABLE coordinator_leader (
 INSERT INTO coordinator_leader (id, epoch, name, since) VALUES (1, 0, '', now())
 )sql";
 
+// Version 2: what the coordinator last applied to Zabbix for a host's maintenance ("off", or
+// "on:<unix end, 0 = open-ended>"), so that a change of hosts.maintenance(_until), from the
+// API or by hand, is applied once and a restart or takeover does not re-apply everything.
+// (No partial index for the pending ones: its predicate would need extract(epoch), which is
+// not immutable; the leader's poll scans hosts, thousands of rows, once a second.)
+constexpr std::string_view kV2MaintenanceApplied = R"sql(
+ALTER TABLE hosts ADD COLUMN maintenance_applied text NOT NULL DEFAULT 'off'
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "registry: hosts, services, credential profiles, collectors, tasks, entities, errors, "
         "users, audit log, leader epoch",
      kV1Registry},
+    {2, "hosts.maintenance_applied: maintenance changes applied to Zabbix once", kV2MaintenanceApplied},
 };
 
 }  // namespace

@@ -1,8 +1,11 @@
 #include "coordinator/zabbix_sync_worker.h"
 
+#include <ctime>
+
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "zabbix-sync/maintenance.h"
 #include "plugins/builtin.h"
 
 namespace trapline::coordinator {
@@ -16,6 +19,12 @@ struct ZabbixSyncWorker::Shared {
 };
 
 struct ZabbixSyncWorker::Job {
+  bool maintenance = false;  // else a host sync
+  int64_t host_id = 0;
+  bool maintenance_on = false;
+  int64_t maintenance_until = 0;  // unix seconds, 0 = open-ended
+  std::string applied;            // the maintenance_applied value this job makes true
+  Status maintenance_status;
   ZabbixSyncWorker* self;
   std::shared_ptr<Shared> shared;
   std::shared_ptr<bool> alive;
@@ -72,12 +81,73 @@ void ZabbixSyncWorker::RequestAll() {
 void ZabbixSyncWorker::Cancel() {
   ++generation_;
   retry_.clear();
+  maintenance_queue_.clear();
+  maintenance_queued_.clear();
   queue_.clear();
   queued_.clear();
 }
 
+void ZabbixSyncWorker::PollMaintenance() {
+  if (!options_.enabled() || polling_) return;
+  polling_ = true;
+  registry_->Query(
+      "poll maintenance",
+      "WITH expired AS (UPDATE hosts SET maintenance = false, maintenance_until = NULL "
+      "  WHERE maintenance AND maintenance_until < now() RETURNING id) "
+      "SELECT id FROM hosts WHERE maintenance_applied IS DISTINCT FROM "
+      "  CASE WHEN maintenance THEN 'on:' || coalesce(extract(epoch FROM maintenance_until)::bigint::text, '0') "
+      "  ELSE 'off' END "
+      "UNION SELECT id FROM expired ORDER BY 1 LIMIT 1000",
+      {}, [this, alive = alive_](Result<pg::Rows> r) {
+        if (!*alive) return;
+        polling_ = false;
+        if (!r.ok()) return;
+        uint64_t now = uv_now(loop_);
+        for (const auto& row : r->rows) {
+          if (row.empty() || !row[0]) continue;
+          int64_t host = std::stoll(*row[0]);
+          auto failed = maintenance_failed_ms_.find(host);
+          if (failed != maintenance_failed_ms_.end() && now - failed->second < 30000) continue;
+          if (maintenance_queued_.insert(host).second) maintenance_queue_.push_back(host);
+        }
+        Next();
+      });
+}
+
 void ZabbixSyncWorker::Next() {
-  if (busy_ || queue_.empty()) return;
+  if (busy_) return;
+  if (!maintenance_queue_.empty()) {
+    int64_t host = maintenance_queue_.front();
+    maintenance_queue_.pop_front();
+    maintenance_queued_.erase(host);
+    busy_ = true;
+    auto job = std::make_shared<Job>();
+    job->maintenance = true;
+    job->host_id = host;
+    job->self = this;
+    job->shared = shared_;
+    job->alive = alive_;
+    job->generation = generation_;
+    registry_->Query(
+        "read host maintenance",
+        "SELECT name, maintenance, coalesce(extract(epoch FROM maintenance_until)::bigint, 0) FROM hosts "
+        "WHERE id = $1::bigint",
+        {std::to_string(host)}, [this, job](Result<pg::Rows> r) {
+          if (!*job->alive) return;
+          if (!r.ok() || r->rows.empty() || r->rows[0].size() < 3) {
+            busy_ = false;
+            return Next();
+          }
+          const auto& row = r->rows[0];
+          job->host = row[0].value_or("");
+          job->maintenance_on = row[1].value_or("f") == "t";
+          job->maintenance_until = std::stoll(row[2].value_or("0"));
+          job->applied = job->maintenance_on ? "on:" + std::to_string(job->maintenance_until) : "off";
+          Run(job);
+        });
+    return;
+  }
+  if (queue_.empty()) return;
   int64_t task = queue_.front();
   queue_.pop_front();
   queued_.erase(task);
@@ -123,6 +193,22 @@ void ZabbixSyncWorker::Run(std::shared_ptr<Job> job) {
       [](uv_work_t* w) {
         Job& j = **static_cast<std::shared_ptr<Job>*>(w->data);
         Shared& sh = *j.shared;
+        if (j.maintenance) {
+          if (sh.api == nullptr) {
+            auto api = std::make_unique<zabbix::BlockingApi>(sh.options.api);
+            if (Status st = api->Connect(); !st.ok()) {
+              j.maintenance_status = st;
+              return;
+            }
+            sh.syncer = std::make_unique<zabbix::Syncer>(api.get(), sh.options.sync);
+            sh.api = std::move(api);
+          }
+          int64_t now = static_cast<int64_t>(time(nullptr));
+          j.maintenance_status = j.maintenance_on
+                                     ? zabbix::MaintenanceOn(sh.api.get(), j.host, now, j.maintenance_until)
+                                     : zabbix::MaintenanceOff(sh.api.get(), j.host);
+          return;
+        }
         j.report.host = j.host;
         j.report.plugin = j.plugin;
         const plugins::PluginInfo* plugin = plugins::FindPlugin(j.plugin);
@@ -161,6 +247,10 @@ void ZabbixSyncWorker::Run(std::shared_ptr<Job> job) {
 
 void ZabbixSyncWorker::Finish(std::shared_ptr<Job> job) {
   busy_ = false;
+  if (job->maintenance) {
+    if (job->generation == generation_) FinishMaintenance(job);
+    return Next();
+  }
   const zabbix::SyncReport& r = job->report;
   if (job->generation == generation_) {
     std::string counts;
@@ -190,6 +280,34 @@ void ZabbixSyncWorker::Finish(std::shared_ptr<Job> job) {
     }
   }
   Next();
+}
+
+void ZabbixSyncWorker::FinishMaintenance(std::shared_ptr<Job> job) {
+  const std::string what = job->maintenance_on ? "maintenance.start" : "maintenance.stop";
+  if (!job->maintenance_status.ok()) {
+    maintenance_failed_ms_[job->host_id] = uv_now(loop_);
+    spdlog::warn("[zabbix-sync] host {}: {}: {} (again in 30 s)", job->host, what,
+                 job->maintenance_status.message());
+    registry_->Query("record maintenance error",
+                     "INSERT INTO errors (task_id, message) SELECT t.id, $2 FROM tasks t JOIN services s "
+                     "ON s.id = t.service_id WHERE s.host_id = $1::bigint",
+                     {std::to_string(job->host_id), what + ": " + job->maintenance_status.message()},
+                     [](Result<pg::Rows>) {});
+    return;
+  }
+  maintenance_failed_ms_.erase(job->host_id);
+  spdlog::info("[zabbix-sync] host {}: {} ({})", job->host, what,
+               job->maintenance_on ? (job->maintenance_until ? "until " + std::to_string(job->maintenance_until)
+                                                             : std::string("until taken out"))
+                                   : std::string("taken out"));
+  json after = {{"maintenance", job->maintenance_on}, {"until", job->maintenance_until}};
+  registry_->Query("apply maintenance",
+                   "WITH a AS (UPDATE hosts SET maintenance_applied = $2 WHERE id = $1::bigint) "
+                   "INSERT INTO audit_log (actor, action, object_type, object_id, after) "
+                   "VALUES ($3, $4, 'host', $5, $6::jsonb)",
+                   {std::to_string(job->host_id), job->applied, "coordinator:" + name_, what, job->host,
+                    after.dump()},
+                   [](Result<pg::Rows>) {});
 }
 
 }  // namespace trapline::coordinator

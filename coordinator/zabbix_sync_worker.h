@@ -8,10 +8,16 @@
 // when something changed ("zabbix.sync", actor "coordinator:<name>"), and to the errors table
 // when it failed (the admin panel shows it).
 //
+// Maintenance goes the same way: hosts.maintenance / maintenance_until (set by the API or by
+// hand) differing from hosts.maintenance_applied are put into or taken out of trapline's
+// Zabbix maintenance (with data collection), then marked applied and audited
+// ("maintenance.start" / "maintenance.stop"). An expired maintenance is cleared.
+//
 // Thread: Request() and the callbacks on the coordinator's loop; the sync on libuv's pool.
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -40,6 +46,8 @@ class ZabbixSyncWorker {
   void Request(int64_t task_id);
   // Every task that has entities (after a takeover: what changed meanwhile is caught up).
   void RequestAll();
+  // Looks for hosts whose maintenance changed and queues them (the leader calls it every tick).
+  void PollMaintenance();
   // Drops what is queued; a sync in progress finishes and its result is dropped.
   void Cancel();
 
@@ -52,6 +60,7 @@ class ZabbixSyncWorker {
   void Next();
   void Run(std::shared_ptr<Job> job);
   void Finish(std::shared_ptr<Job> job);
+  void FinishMaintenance(std::shared_ptr<Job> job);
 
   uv_loop_t* loop_;
   pg::Client* registry_;
@@ -59,6 +68,10 @@ class ZabbixSyncWorker {
   ZabbixSyncOptions options_;
   std::deque<int64_t> queue_;
   std::set<int64_t> queued_;
+  std::deque<int64_t> maintenance_queue_;  // host ids
+  std::set<int64_t> maintenance_queued_;
+  std::map<int64_t, uint64_t> maintenance_failed_ms_;  // host id -> loop time of its last failure
+  bool polling_ = false;
   bool busy_ = false;
   uint64_t generation_ = 0;  // bumped by Cancel(): results of older jobs are dropped
   uint64_t done_ = 0, failed_ = 0;

@@ -7,6 +7,9 @@ in cluster mode sending to a Zabbix 6.0 server, and a Redis to monitor.
                            host (items, graphs, triggers, dashboard) and values arrive in
                            Zabbix's history; the sync is in the audit log
   check_new_entity_synced  a database appears in Redis: its items appear in Zabbix
+  check_maintenance_through_registry  hosts.maintenance set in the registry (as the API will):
+                           the coordinator makes the Zabbix maintenance (with data collection),
+                           audits it, and removes it when cleared
   check_service_disabled   the service disabled: its task goes, the collector stops it
 """
 
@@ -151,6 +154,25 @@ def check_new_entity_synced(ctx):
     say(f"db3 appeared: {len([k for k in keys if 'db3' in k])} items of it in Zabbix")
 
 
+def maintenances(ctx):
+    return ctx.zbx.api("maintenance.get", {"filter": {"name": ["trapline: cp-redis"]}, "output": "extend"})
+
+
+def check_maintenance_through_registry(ctx):
+    ctx.sql("UPDATE hosts SET maintenance = true, maintenance_until = now() + interval '2 hours' "
+            "WHERE name = 'cp-redis'")
+    m = wait_until(lambda: maintenances(ctx), 20, "trapline's Zabbix maintenance for cp-redis")
+    check(m[0]["maintenance_type"] == "0", f"maintenance {m}")
+    check(abs(int(m[0]["active_till"]) - (time.time() + 7200)) < 120, f"active_till {m[0]['active_till']}")
+    wait_until(lambda: ctx.sql_value("SELECT count(*) FROM audit_log WHERE action = 'maintenance.start' "
+                                     "AND object_id = 'cp-redis'") == "1", 10, "audited")
+    say("maintenance on through the registry: in Zabbix with data collection, audited")
+    ctx.sql("UPDATE hosts SET maintenance = false, maintenance_until = NULL WHERE name = 'cp-redis'")
+    wait_until(lambda: not maintenances(ctx), 20, "the maintenance removed")
+    check(ctx.sql_value("SELECT maintenance_applied FROM hosts WHERE name = 'cp-redis'") == "off", "applied")
+    say("maintenance off through the registry: removed from Zabbix")
+
+
 def check_service_disabled(ctx):
     ctx.sql("UPDATE services SET enabled = false")
     wait_until(lambda: ctx.sql_value("SELECT count(*) FROM tasks") == "0", 10, "the task removed")
@@ -159,5 +181,6 @@ def check_service_disabled(ctx):
 
 
 if __name__ == "__main__":
-    sys.exit(run_checks([check_enable_to_values, check_new_entity_synced, check_service_disabled],
+    sys.exit(run_checks([check_enable_to_values, check_new_entity_synced,
+                         check_maintenance_through_registry, check_service_disabled],
                         setup=setup, teardown=teardown))

@@ -41,6 +41,7 @@ from harness import PostgresServer  # noqa: E402
 PASSWORD = "registry-secret-7Qx"
 WEIGHTS = {"c1": 1, "c2": 2, "c3": 3}
 TASKS = 60
+SCHEMA_VERSION = 2  # the last migration in coordinator/migrations.cc
 
 
 class Coordinator(BackgroundProc):
@@ -217,12 +218,12 @@ def test_start_together(ctx):
                    f"{p.argv[-1]} to report the registry schema")
         check(p.alive(), lambda: f"a coordinator exited:\n{p.output()}")
     logs = [a.stderr(), b.stderr()]
-    migrated = [s for s in logs if "registry schema: migrated from version 0 to 1" in s]
-    up_to_date = [s for s in logs if "registry schema: up to date at version 1" in s]
+    migrated = [s for s in logs if f"registry schema: migrated from version 0 to {SCHEMA_VERSION}" in s]
+    up_to_date = [s for s in logs if f"registry schema: up to date at version {SCHEMA_VERSION}" in s]
     check(len(migrated) == 1 and len(up_to_date) == 1,
           lambda: f"expected one migration and one up-to-date; logs:\n{a.output()}\n{b.output()}")
     rows = ctx.sql("SELECT version FROM schema_migrations")
-    check(rows == [("1",)], f"schema_migrations: {rows}")
+    check(rows == [(str(v),) for v in range(1, SCHEMA_VERSION + 1)], f"schema_migrations: {rows}")
     wait_until(lambda: ctx.leaders(), 10, "a leader")
     time.sleep(2.5)  # a few election rounds: still exactly one
     leaders = ctx.leaders()
