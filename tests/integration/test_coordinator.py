@@ -239,11 +239,11 @@ def test_weighted_shares(ctx):
             ", ".join(f"('{n}', {w}, now())" for n, w in WEIGHTS.items()))
     ctx.heartbeats = Heartbeats(ctx.pg, ctx.tmp)
     ctx.heartbeats.set_alive(WEIGHTS)
-    ctx.sql(f"INSERT INTO hosts (name, address) SELECT 'h' || g, '10.0.0.' || g "
+    # Enabled services of enabled hosts: the leader makes their tasks.
+    ctx.sql(f"INSERT INTO hosts (name, address, enabled) SELECT 'h' || g, '10.0.0.' || g, true "
             f"FROM generate_series(1, {TASKS}) g")
-    ctx.sql("INSERT INTO services (host_id, plugin, uri) SELECT id, 'linux', "
-            "'ssh://monitor@' || address FROM hosts")
-    ctx.sql("INSERT INTO tasks (service_id, plugin, cost) SELECT id, plugin, 1 FROM services")
+    ctx.sql("INSERT INTO services (host_id, plugin, uri, enabled) SELECT id, 'linux', "
+            "'ssh://monitor@' || address, true FROM hosts")
     t0 = time.monotonic()
     wait_until(lambda: sum(v for k, v in ctx.shares().items() if k) == TASKS, 10,
                "every task assigned")
@@ -344,10 +344,8 @@ def test_nonsense_rows(ctx):
     check("tick failed" not in log, f"ticks failed:\n{log[-2000:]}")
     check(ctx.placements() == before, "placements changed")
     # A new task still gets placed: the leader keeps assigning.
-    ctx.sql("INSERT INTO hosts (name) VALUES ('late'); INSERT INTO services (host_id, plugin) "
-            "SELECT id, 'redis' FROM hosts WHERE name = 'late'; INSERT INTO tasks (service_id, "
-            "plugin) SELECT s.id, s.plugin FROM services s JOIN hosts h ON h.id = s.host_id "
-            "WHERE h.name = 'late'")
+    ctx.sql("INSERT INTO hosts (name, enabled) VALUES ('late', true); INSERT INTO services "
+            "(host_id, plugin, enabled) SELECT id, 'redis', true FROM hosts WHERE name = 'late'")
     wait_until(lambda: ctx.sql("SELECT collector_id IS NOT NULL FROM tasks t JOIN services s ON "
                                "s.id = t.service_id JOIN hosts h ON h.id = s.host_id "
                                "WHERE h.name = 'late'") == [("t",)], 5, "the new task placed")
