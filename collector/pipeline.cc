@@ -12,12 +12,24 @@ MetricPipeline::MetricPipeline(std::string host, std::string plugin,
   for (const auto& s : *specs) specs_[s.name] = &s;
 }
 
-MetricPipeline::Series* MetricPipeline::Find(const plugins::Reading& r) {
+MetricPipeline::Series* MetricPipeline::Find(const plugins::Reading& r, size_t position) {
+  if (position < by_position_.size()) {
+    Series* s = by_position_[position];
+    if (s != nullptr && s->spec->name == r.metric && s->entity == r.entity) return s;
+  } else {
+    by_position_.resize(position + 1, nullptr);
+  }
+  Series* s = FindSlow(r);
+  by_position_[position] = s;
+  return s;
+}
+
+MetricPipeline::Series* MetricPipeline::FindSlow(const plugins::Reading& r) {
   scratch_key_.assign(r.metric);
   scratch_key_.push_back('\0');
   scratch_key_.append(r.entity);
-  auto it = series_.find(scratch_key_);
-  if (it != series_.end()) return &it->second;
+  auto it = by_key_.find(scratch_key_);
+  if (it != by_key_.end()) return it->second;
   auto spec = specs_.find(r.metric);
   if (spec == specs_.end()) {
     if (unknown_readings_++ == 0) {
@@ -27,10 +39,11 @@ MetricPipeline::Series* MetricPipeline::Find(const plugins::Reading& r) {
     return nullptr;
   }
   const plugins::MetricSpec* s = spec->second;
-  Series fresh{s, plugins::ItemKey(plugin_, r.metric, r.entity), CounterRate(),
-               IntervalAccumulator(interval_s_ > 0 ? interval_s_ : std::max(1, s->interval_s)),
-               {}, false};
-  return &series_.emplace(scratch_key_, std::move(fresh)).first->second;
+  IntervalAccumulator acc(interval_s_ > 0 ? interval_s_ : std::max(1, s->interval_s));
+  Series& fresh = series_.emplace_back(Series{
+      s, r.entity, plugins::ItemKey(plugin_, r.metric, r.entity), CounterRate(), acc, {}, false});
+  by_key_.emplace(scratch_key_, &fresh);
+  return &fresh;
 }
 
 void MetricPipeline::Emit(const Series& s, const std::vector<TimedValue>& values,
@@ -45,8 +58,9 @@ void MetricPipeline::Emit(const Series& s, const std::vector<TimedValue>& values
 
 void MetricPipeline::AddTick(ZbxTime t, const std::vector<plugins::Reading>& readings,
                              std::vector<SenderValue>* out) {
-  for (const plugins::Reading& r : readings) {
-    Series* s = Find(r);
+  for (size_t i = 0; i < readings.size(); ++i) {
+    const plugins::Reading& r = readings[i];
+    Series* s = Find(r, i);
     if (s == nullptr) continue;
     if (s->spec->value_type == plugins::ValueType::kText) {
       if (!s->has_text || s->last_text != r.text) {
@@ -69,7 +83,7 @@ void MetricPipeline::AddTick(ZbxTime t, const std::vector<plugins::Reading>& rea
 }
 
 void MetricPipeline::FlushIfDue(ZbxTime now, std::vector<SenderValue>* out) {
-  for (auto& [id, s] : series_) {
+  for (Series& s : series_) {
     scratch_values_.clear();
     s.acc.FlushIfDue(now, &scratch_values_);
     if (!scratch_values_.empty()) Emit(s, scratch_values_, out);
@@ -77,7 +91,7 @@ void MetricPipeline::FlushIfDue(ZbxTime now, std::vector<SenderValue>* out) {
 }
 
 void MetricPipeline::Flush(std::vector<SenderValue>* out) {
-  for (auto& [id, s] : series_) {
+  for (Series& s : series_) {
     scratch_values_.clear();
     s.acc.Flush(&scratch_values_);
     if (!scratch_values_.empty()) Emit(s, scratch_values_, out);
@@ -85,7 +99,7 @@ void MetricPipeline::Flush(std::vector<SenderValue>* out) {
 }
 
 void MetricPipeline::ResetCounters() {
-  for (auto& [id, s] : series_) s.rate.Reset();
+  for (Series& s : series_) s.rate.Reset();
 }
 
 }  // namespace trapline

@@ -6,7 +6,9 @@
 //
 // Pure (no I/O): the caller passes the time of each tick. Thread: the owner's.
 
+#include <deque>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -41,20 +43,30 @@ class MetricPipeline {
  private:
   struct Series {
     const plugins::MetricSpec* spec;
+    std::string entity;
     std::string key;  // the Zabbix item key
     CounterRate rate;
     IntervalAccumulator acc;
     std::string last_text;
     bool has_text = false;
   };
-  Series* Find(const plugins::Reading& r);
+  // The series of the reading at `position` in its tick (see by_position_), or null for an
+  // undeclared metric.
+  Series* Find(const plugins::Reading& r, size_t position);
+  Series* FindSlow(const plugins::Reading& r);
   void Emit(const Series& s, const std::vector<TimedValue>& values, std::vector<SenderValue>* out);
 
   std::string host_;
   std::string plugin_;
   int interval_s_;
-  std::unordered_map<std::string, const plugins::MetricSpec*> specs_;
-  std::unordered_map<std::string, Series> series_;  // by metric + '\0' + entity
+  std::unordered_map<std::string_view, const plugins::MetricSpec*> specs_;  // views of names
+  // Every series in order of appearance; a deque, so that pointers to them stay valid.
+  std::deque<Series> series_;
+  std::unordered_map<std::string, Series*> by_key_;  // metric + '\0' + entity
+  // A parser reports the same readings in the same order tick after tick: the series of the
+  // reading at each position of the last tick is tried first, two short compares instead of
+  // building a key and hashing it. Entries are null where no series matched.
+  std::vector<Series*> by_position_;
   std::string scratch_key_;
   std::vector<TimedValue> scratch_values_;
   uint64_t unknown_readings_ = 0;

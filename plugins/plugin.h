@@ -50,10 +50,13 @@ MetricSpec CounterSpec(std::string name, std::string title, std::string units,
 MetricSpec TextSpec(std::string name, std::string title, std::string description,
                     std::string entity_kind = "");
 
-// One observation from a parser. `metric` is MetricSpec::name; `entity` is "" for host-level
-// metrics. For counters `value` is the raw counter; the collector computes rates.
+// One observation from a parser. `metric` is MetricSpec::name, viewing storage that lives as
+// long as the program (a string literal or a static table of the plugin, never a string built
+// while parsing): a tick gives tens to hundreds of readings, and a view costs no allocation.
+// `entity` is "" for host-level metrics. For counters `value` is the raw counter; the
+// collector computes rates.
 struct Reading {
-  std::string metric;
+  std::string_view metric;
   std::string entity;
   double value = 0;
   std::string text;  // for ValueType::kText only

@@ -127,7 +127,7 @@ class Emitter {
   Emitter(std::string_view path, ParseResult* out) : path_(path), out_(out) {}
   void Add(std::string_view metric, std::string_view entity, double value) {
     Reading& r = out_->readings.emplace_back();
-    r.metric.assign(metric);
+    r.metric = metric;  // static: see Reading
     r.entity.assign(entity);
     r.value = value;
   }

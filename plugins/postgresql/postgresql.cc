@@ -477,7 +477,7 @@ class Statement {
 
   void Add(std::string_view metric, double value, std::string_view entity = {}) {
     Reading r;
-    r.metric = std::string(metric);
+    r.metric = metric;  // static: see Reading
     r.entity = std::string(entity);
     r.value = value;
     out_->readings.push_back(std::move(r));

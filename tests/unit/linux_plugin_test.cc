@@ -204,7 +204,7 @@ TEST_CASE("linux: a full captured tick") {
 
   SUBCASE("every declared metric is emitted") {
     std::set<std::string> seen;
-    for (const Reading& x : r.readings) seen.insert(x.metric);
+    for (const Reading& x : r.readings) seen.insert(std::string(x.metric));
     for (const MetricSpec& m : Metrics()) CHECK_MESSAGE(seen.count(m.name) == 1, m.name);
   }
 

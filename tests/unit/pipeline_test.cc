@@ -72,5 +72,26 @@ TEST_CASE("pipeline: an interval override applies to every metric; FlushIfDue cl
   CHECK(out[0].value == "5");
 }
 
+TEST_CASE("pipeline: readings that change order, appear or vanish between ticks keep their series") {
+  MetricPipeline p("web01", "linux", &Specs(), 2);
+  std::vector<SenderValue> out;
+  // The series are found by the reading's position in the previous tick first; a tick whose
+  // readings moved must still reach the right series.
+  p.AddTick(At(0), {{"load1", "", 1.0, ""}, {"bytes", "sda", 0, ""}, {"bytes", "sdb", 0, ""}},
+            &out);
+  p.AddTick(At(1), {{"bytes", "sdb", 20, ""}, {"load1", "", 3.0, ""}, {"bytes", "sda", 10, ""}},
+            &out);
+  p.AddTick(At(2), {{"bytes", "sda", 20, ""}, {"load1", "", 5.0, ""}}, &out);  // sdb gone
+  p.AddTick(At(3), {{"load1", "", 7.0, ""}, {"bytes", "sdb", 60, ""}, {"bytes", "sda", 30, ""}},
+            &out);
+  p.Flush(&out);
+  CHECK(p.series_count() == 3);
+  std::map<std::string, std::vector<std::string>> by_key;
+  for (const auto& v : out) by_key[v.key].push_back(v.value);
+  CHECK(by_key["linux.load1"] == std::vector<std::string>{"1", "3", "5", "7"});
+  CHECK(by_key["linux.bytes[sda]"] == std::vector<std::string>{"5120", "5120"});
+  CHECK(by_key["linux.bytes[sdb]"] == std::vector<std::string>{"10240", "10240"});
+}
+
 }  // namespace
 }  // namespace trapline

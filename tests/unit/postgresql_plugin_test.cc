@@ -164,14 +164,14 @@ bool AnyWarningContains(const ParseResult& r, std::string_view needle) {
 // (metric, entity) -> value, for comparing results regardless of order.
 std::map<std::pair<std::string, std::string>, double> AsMap(const ParseResult& r) {
   std::map<std::pair<std::string, std::string>, double> m;
-  for (const Reading& x : r.readings) m[{x.metric, x.entity}] = x.value;
+  for (const Reading& x : r.readings) m[{std::string(x.metric), x.entity}] = x.value;
   return m;
 }
 
 // Every reading is declared, with the entity kind its entity has, and every entity a reading
 // names is listed; no reading twice.
 void CheckConsistent(const ParseResult& r) {
-  std::map<std::string, const MetricSpec*> specs;
+  std::map<std::string, const MetricSpec*, std::less<>> specs;
   for (const MetricSpec& m : Metrics()) specs[m.name] = &m;
   std::set<std::string> entities;
   for (const Entity& e : r.entities) {
@@ -182,7 +182,7 @@ void CheckConsistent(const ParseResult& r) {
     auto it = specs.find(x.metric);
     REQUIRE_MESSAGE(it != specs.end(), "undeclared metric " << x.metric);
     CHECK_MESSAGE(it->second->entity_kind.empty() == x.entity.empty(), x.metric);
-    CHECK_MESSAGE(seen.insert({x.metric, x.entity}).second,
+    CHECK_MESSAGE(seen.insert({std::string(x.metric), x.entity}).second,
                   "reading twice: " << x.metric << "[" << x.entity << "]");
     if (!x.entity.empty()) {
       CHECK_MESSAGE(entities.count(it->second->entity_kind + "/" + x.entity) == 1,

@@ -85,7 +85,7 @@ std::string ToLf(std::string s) {
 // Every reading is declared, with the entity kind its entity has, and every entity a reading
 // names is listed.
 void CheckConsistent(const ParseResult& r) {
-  std::map<std::string, const MetricSpec*> specs;
+  std::map<std::string, const MetricSpec*, std::less<>> specs;
   for (const MetricSpec& m : Metrics()) specs[m.name] = &m;
   std::set<std::string> entities;
   for (const Entity& e : r.entities) entities.insert(e.kind + "/" + e.name);
@@ -326,7 +326,7 @@ TEST_CASE("redis: replicas over IPv6, not yet online") {
 }
 
 // Readings that a prefix may give with another value than the whole reply: sums over lines.
-bool IsSum(const std::string& metric) { return metric == "keys.total" || metric == "keys.expires"; }
+bool IsSum(std::string_view metric) { return metric == "keys.total" || metric == "keys.expires"; }
 
 TEST_CASE("redis: every prefix of every reply parses; cut lines are dropped, not misread") {
   std::vector<std::string> all = kCaptures;
@@ -336,14 +336,14 @@ TEST_CASE("redis: every prefix of every reply parses; cut lines are dropped, not
     const std::string text = Fixture(name);
     const ParseResult full = ParseInfo(text);
     std::map<std::pair<std::string, std::string>, const Reading*> whole;
-    for (const Reading& x : full.readings) whole[{x.metric, x.entity}] = &x;
+    for (const Reading& x : full.readings) whole[{std::string(x.metric), x.entity}] = &x;
     for (std::size_t n = 0; n <= text.size(); ++n) {
       ParseResult r = ParseInfo(std::string_view(text).substr(0, n));
       if (n < text.size() && (n == 0 || text[n - 1] != '\n')) {
         REQUIRE_MESSAGE(!r.warnings.empty(), "prefix " << n);
       }
       for (const Reading& x : r.readings) {
-        auto it = whole.find({x.metric, x.entity});
+        auto it = whole.find({std::string(x.metric), x.entity});
         REQUIRE_MESSAGE(it != whole.end(), "prefix " << n << ": " << x.metric);
         if (IsSum(x.metric)) continue;
         REQUIRE_MESSAGE(it->second->value == x.value, "prefix " << n << ": " << x.metric);
