@@ -30,7 +30,7 @@ TargetBase::TargetBase(uv_loop_t* loop, TargetConfig config, DeliverFn deliver)
       deliver_(std::move(deliver)),
       tick_timer_(loop),
       reconnect_timer_(loop),
-      tick_deadline_(loop) {}
+      period_ms_(std::max<uint64_t>(1, static_cast<uint64_t>(config_.period_s * 1000))) {}
 
 TargetBase::~TargetBase() = default;
 
@@ -50,40 +50,59 @@ void TargetBase::Connected() {
     spdlog::info("[target] {} {}: connected", config_.Name(), RedactUri(config_.uri));
   }
   NotifyState();
-  // Ticks on the period. The first comes at a random point of the first period, so that many
-  // targets connected together do not all tick in the same loop iteration (a lag spike).
-  uint64_t period_ms = std::max<uint64_t>(1, static_cast<uint64_t>(config_.period_s * 1000));
+  // Ticks on the period. The first comes in a random slot of the first period, so that many
+  // targets connected together do not all tick in the same loop iteration (a lag spike), while
+  // those in the same slot share one.
   static thread_local std::minstd_rand phase_rng{std::random_device{}()};
-  uint64_t phase = std::uniform_int_distribution<uint64_t>(0, period_ms - 1)(phase_rng);
-  tick_timer_.Start(phase, period_ms, [this] { OnTick(); });
+  uint64_t slots = std::max<uint64_t>(1, period_ms_ / kTickSlotMs);
+  uint64_t slot = std::uniform_int_distribution<uint64_t>(0, slots - 1)(phase_rng);
+  next_tick_ms_ = (uv_now(loop_) / kTickSlotMs + 1 + slot) * kTickSlotMs;
+  tick_in_progress_ = false;
+  ArmTimer();
 }
 
-void TargetBase::OnTick() {
+void TargetBase::ArmTimer() {
+  uint64_t due = next_tick_ms_;
+  if (tick_in_progress_) due = std::min(due, tick_deadline_ms_);
+  uint64_t now = uv_now(loop_);
+  tick_timer_.Start(due > now ? due - now : 0, 0, [this] { OnTimer(); });
+}
+
+void TargetBase::OnTimer() {
   if (!state_.connected) return;
+  uint64_t now = uv_now(loop_);
+  // A tick that never answers is a dead connection.
+  if (tick_in_progress_ && now >= tick_deadline_ms_) {
+    return Failed(Status::Timeout("no reply within " + std::to_string(timeout_ms()) + " ms"));
+  }
+  if (now < next_tick_ms_) return ArmTimer();  // the deadline of a tick that has ended
+  // The next tick stays on the grid; after a stall of more than a period the missed ticks
+  // are not made up in a burst.
+  next_tick_ms_ += period_ms_;
+  if (next_tick_ms_ <= now) {
+    next_tick_ms_ += ((now - next_tick_ms_) / period_ms_ + 1) * period_ms_;
+  }
   if (tick_in_progress_) {
     ++state_.ticks_skipped;
-    return;
+    return ArmTimer();
   }
   tick_in_progress_ = true;
-  // A tick that never answers is a dead connection.
-  tick_deadline_.Start(timeout_ms(), 0, [this] {
-    if (tick_in_progress_) {
-      Failed(Status::Timeout("no reply within " + std::to_string(timeout_ms()) + " ms"));
-    }
-  });
+  tick_deadline_ms_ = now + timeout_ms();
+  ArmTimer();
+  // Tick() may end in Deliver() or Failed(), which may destroy the target: nothing after it.
   Tick();
 }
 
 void TargetBase::Deliver(plugins::ParseResult result) {
+  // The timer may still be armed for this tick's deadline: it then finds no tick in progress
+  // and arms itself for the next tick.
   tick_in_progress_ = false;
-  tick_deadline_.Stop();
   ++state_.ticks;
   if (deliver_) deliver_(WallClockNow(), std::move(result));
 }
 
 void TargetBase::Failed(const Status& st) {
   tick_timer_.Stop();
-  tick_deadline_.Stop();
   tick_in_progress_ = false;
   bool was_connected = state_.connected;
   state_.connected = false;

@@ -105,10 +105,17 @@ class TargetBase {
   void TickDone() { tick_in_progress_ = false; }
 
   uv_loop_t* loop() const { return loop_; }
+  // Ticks are due on a grid of this many milliseconds of loop time: targets whose ticks share
+  // a slot tick in the same loop iteration and share its wake-ups.
+  static constexpr uint64_t kTickSlotMs = 10;
   uint64_t timeout_ms() const { return static_cast<uint64_t>(config_.timeout_s * 1000); }
 
  private:
-  void OnTick();
+  // One timer per target serves both the ticks and the deadline of the tick in progress: it
+  // is armed for whichever comes first, so that a tick costs one timer insertion, not three
+  // (repeat, deadline start, deadline stop).
+  void OnTimer();
+  void ArmTimer();
   void ScheduleReconnect();
   void NotifyState();
 
@@ -119,7 +126,9 @@ class TargetBase {
   ConnectionState state_;
   Timer tick_timer_;
   Timer reconnect_timer_;
-  Timer tick_deadline_;
+  uint64_t period_ms_;
+  uint64_t next_tick_ms_ = 0;      // loop time the next tick is due
+  uint64_t tick_deadline_ms_ = 0;  // loop time the tick in progress fails, if it has not ended
   bool tick_in_progress_ = false;
   bool connecting_ = false;
   Complainer complainer_{std::chrono::seconds(60)};
