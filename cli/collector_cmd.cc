@@ -1,5 +1,6 @@
-// `trapline collector --config FILE [--dry-run]`: the collector daemon, standalone mode
-// (targets from the config file).
+// `trapline collector --config FILE [--dry-run]`: the collector daemon. Standalone mode:
+// targets from the config file; cluster mode ([cluster] registry = ...): tasks from the
+// coordinator's registry, besides any targets of the config file.
 
 #include <sys/resource.h>
 
@@ -9,6 +10,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "collector/cluster_member.h"
 #include "collector/collector.h"
 #include "common/log.h"
 #include "common/uv.h"
@@ -31,8 +33,10 @@ int RunCollector(const CollectorFlags& f) {
     return 1;
   }
   if (f.check_config) {
-    std::printf("%s: OK, %zu targets, sending to %s:%d\n", f.config.c_str(),
-                options->targets.size(), options->sender.server.c_str(), options->sender.port);
+    std::printf("%s: OK, %zu targets%s, sending to %s:%d\n", f.config.c_str(),
+                options->targets.size(),
+                options->cluster.registry.empty() ? "" : " + the tasks the registry assigns",
+                options->sender.server.c_str(), options->sender.port);
     return 0;
   }
   std::string level = f.log_level.empty() ? options->log_level : f.log_level;
@@ -40,8 +44,9 @@ int RunCollector(const CollectorFlags& f) {
     std::fprintf(stderr, "trapline collector: %s\n", st.message().c_str());
     return 1;
   }
-  if (options->targets.empty()) {
-    std::fprintf(stderr, "trapline collector: %s has no [[target]]: nothing to collect\n",
+  if (options->targets.empty() && options->cluster.registry.empty()) {
+    std::fprintf(stderr,
+                 "trapline collector: %s has no [[target]] and no [cluster] registry: nothing to collect\n",
                  f.config.c_str());
     return 1;
   }
@@ -60,15 +65,33 @@ int RunCollector(const CollectorFlags& f) {
                  "LimitNOFILE", nofile.rlim_cur, options->targets.size());
   }
   Loop loop;
+  ClusterOptions cluster = options->cluster;
+  std::string name = options->name;
   Collector collector(loop.get(), std::move(options).value(), f.dry_run, stdout);
   if (Status st = collector.Start(); !st.ok()) {
     std::fprintf(stderr, "trapline collector: %s\n", st.message().c_str());
     return 1;
   }
+  std::unique_ptr<ClusterMember> member;
+  if (!cluster.registry.empty()) {
+    member = std::make_unique<ClusterMember>(loop.get(), &collector, name, cluster);
+    member->Start();
+  }
+  Timer give_up(loop.get());
+  bool stopping = false;
   auto stop = [&] {
+    if (stopping) return;
+    stopping = true;
     spdlog::info("[collector] stopping: closing intervals and handing values to the sender");
+    // Targets stop first, then the registry hears that this collector leaves: its tasks are
+    // never sampled here and elsewhere at once.
     collector.Stop();
-    loop.Stop();
+    if (!member) {
+      loop.Stop();
+      return;
+    }
+    give_up.Start(2000, 0, [&] { loop.Stop(); });  // a registry that does not answer
+    member->Stop([&] { loop.Stop(); });
   };
   SignalWatcher on_term(loop.get(), SIGTERM, stop);
   SignalWatcher on_int(loop.get(), SIGINT, stop);

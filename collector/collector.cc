@@ -15,14 +15,14 @@
 
 namespace trapline {
 
-namespace {
-
 double ProcessCpuSeconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
          static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
+
+namespace {
 
 double Percentile(std::vector<double>* v, double p) {
   if (v->empty()) return 0;
@@ -86,6 +86,13 @@ Result<CollectorOptions> CollectorOptions::FromConfig(ConfigTable* root) {
   TRAPLINE_ASSIGN_OR_RETURN(o.metrics_listen, col->GetString("metrics_listen", ""));
   TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * sender, root->GetTable("sender"));
   TRAPLINE_ASSIGN_OR_RETURN(o.sender, SenderOptions::FromConfig(sender));
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * cl, root->GetTable("cluster"));
+  TRAPLINE_ASSIGN_OR_RETURN(o.cluster.registry, cl->GetString("registry", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(o.cluster.weight, cl->GetDouble("weight", 1, 0.001, 1e6));
+  TRAPLINE_ASSIGN_OR_RETURN(o.cluster.address, cl->GetString("address", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(o.cluster.heartbeat_s, cl->GetDouble("heartbeat", 1, 0.1, 60));
+  TRAPLINE_ASSIGN_OR_RETURN(o.cluster.resync_s, cl->GetDouble("resync", 10, 1, 3600));
+  TRAPLINE_ASSIGN_OR_RETURN(o.cluster.secrets_dir, cl->GetString("secrets_dir", "/run/trapline/" + o.name));
   TRAPLINE_ASSIGN_OR_RETURN(auto targets, root->GetTableArray("target"));
   for (ConfigTable* t : targets) {
     TRAPLINE_ASSIGN_OR_RETURN(TargetConfig tc, TargetConfigFromTable(t));
@@ -172,6 +179,9 @@ Result<std::unique_ptr<TargetBase>> MakeTarget(uv_loop_t* loop, TargetConfig con
 }
 
 struct Collector::Running {
+  std::string id;
+  std::vector<plugins::Entity> tick_entities;  // as the last tick gave them
+  std::vector<plugins::Entity> entities;       // sorted, unique: what was last reported
   std::unique_ptr<TargetBase> target;
   std::unique_ptr<MetricPipeline> pipeline;
   uint64_t connects_seen = 0;
@@ -193,28 +203,11 @@ Status Collector::Start() {
     TRAPLINE_RETURN_IF_ERROR(sender_->Start());
   }
   TRAPLINE_RETURN_IF_ERROR(StartMetricsServer());
-  for (const TargetConfig& tc : options_.targets) {
-    auto running = std::make_unique<Running>();
-    Running* r = running.get();
-    const plugins::PluginInfo* plugin = plugins::FindPlugin(tc.plugin);
-    r->pipeline =
-        std::make_unique<MetricPipeline>(tc.host, tc.plugin, &plugin->metrics(), tc.interval_s);
-    auto target = MakeTarget(loop_, tc, [this, r](ZbxTime t, plugins::ParseResult result) {
-      // A new connection: counters restart, so no rate spans the gap.
-      if (r->target->state().connects != r->connects_seen) {
-        r->connects_seen = r->target->state().connects;
-        r->pipeline->ResetCounters();
-      }
-      scratch_.clear();
-      r->pipeline->AddTick(t, result.readings, &scratch_);
-      r->pipeline->FlushIfDue(t, &scratch_);
-      OnValues(&scratch_);
-    });
-    if (!target.ok()) return target.status().WithContext("target " + tc.Name());
-    r->target = std::move(target).value();
-    targets_.push_back(std::move(running));
+  for (size_t i = 0; i < options_.targets.size(); ++i) {
+    TRAPLINE_RETURN_IF_ERROR(AddTarget("config:" + std::to_string(i), options_.targets[i]));
   }
   for (auto& r : targets_) r->target->Start();
+  started_ = true;
   last_cpu_s_ = ProcessCpuSeconds();
   last_stats_ms_ = uv_now(loop_);
   auto interval = static_cast<uint64_t>(options_.stats_interval_s * 1000);
@@ -222,6 +215,80 @@ Status Collector::Start() {
   spdlog::info("[collector] {}: {} targets, sending to {}", options_.name, targets_.size(),
                dry_run_ ? "stdout (dry run)" : sender_->peer());
   return Status::OK();
+}
+
+Status Collector::AddTarget(const std::string& id, TargetConfig tc) {
+  if (FindTarget(id) != nullptr) return Status::InvalidArgument("target id " + id + " is already running");
+  const plugins::PluginInfo* plugin = plugins::FindPlugin(tc.plugin);
+  if (plugin == nullptr) return Status::InvalidArgument("target " + tc.Name() + ": unknown plugin '" + tc.plugin + "'");
+  auto running = std::make_unique<Running>();
+  Running* r = running.get();
+  r->id = id;
+  r->pipeline = std::make_unique<MetricPipeline>(tc.host, tc.plugin, &plugin->metrics(), tc.interval_s);
+  std::string name = tc.Name();
+  auto target = MakeTarget(loop_, std::move(tc), [this, r](ZbxTime t, plugins::ParseResult result) {
+    // A new connection: counters restart, so no rate spans the gap.
+    if (r->target->state().connects != r->connects_seen) {
+      r->connects_seen = r->target->state().connects;
+      r->pipeline->ResetCounters();
+    }
+    scratch_.clear();
+    r->pipeline->AddTick(t, result.readings, &scratch_);
+    r->pipeline->FlushIfDue(t, &scratch_);
+    OnValues(&scratch_);
+    if (on_entities_ && !result.entities.empty()) NoteEntities(r, &result.entities);
+  });
+  if (!target.ok()) return target.status().WithContext("target " + name);
+  r->target = std::move(target).value();
+  targets_.push_back(std::move(running));
+  if (started_) {
+    r->target->Start();
+    spdlog::info("[collector] {}: target {} ({}) started", options_.name, name, id);
+  }
+  return Status::OK();
+}
+
+// Entities come with every tick; the callback hears only of a set that changed. The usual
+// tick (same entities, same order) costs one comparison and no allocation.
+void Collector::NoteEntities(Running* r, std::vector<plugins::Entity>* found) {
+  auto same = [](const plugins::Entity& a, const plugins::Entity& b) {
+    return a.kind == b.kind && a.name == b.name;
+  };
+  if (std::equal(found->begin(), found->end(), r->tick_entities.begin(), r->tick_entities.end(), same)) return;
+  r->tick_entities = *found;
+  auto less = [](const plugins::Entity& a, const plugins::Entity& b) {
+    return a.kind != b.kind ? a.kind < b.kind : a.name < b.name;
+  };
+  std::sort(found->begin(), found->end(), less);
+  found->erase(std::unique(found->begin(), found->end(), same), found->end());
+  if (std::equal(found->begin(), found->end(), r->entities.begin(), r->entities.end(), same)) return;
+  r->entities = std::move(*found);
+  on_entities_(r->id, r->entities);
+}
+
+void Collector::RemoveTarget(const std::string& id) {
+  for (auto it = targets_.begin(); it != targets_.end(); ++it) {
+    if ((*it)->id != id) continue;
+    scratch_.clear();
+    (*it)->pipeline->Flush(&scratch_);
+    OnValues(&scratch_);
+    spdlog::info("[collector] {}: target {} ({}) stopped", options_.name, (*it)->target->config().Name(), id);
+    targets_.erase(it);
+    return;
+  }
+}
+
+const TargetBase* Collector::FindTarget(const std::string& id) const {
+  for (const auto& r : targets_) {
+    if (r->id == id) return r->target.get();
+  }
+  return nullptr;
+}
+
+std::vector<std::string> Collector::TargetIds() const {
+  std::vector<std::string> ids;
+  for (const auto& r : targets_) ids.push_back(r->id);
+  return ids;
 }
 
 void Collector::OnValues(std::vector<SenderValue>* values) {
@@ -253,7 +320,7 @@ void Collector::Stop() {
 std::vector<Collector::TargetStatus> Collector::Targets() const {
   std::vector<TargetStatus> out;
   for (const auto& r : targets_) {
-    out.push_back({r->target->config().Name(), RedactUri(r->target->config().uri), r->target->state()});
+    out.push_back({r->id, r->target->config().Name(), RedactUri(r->target->config().uri), r->target->state()});
   }
   return out;
 }

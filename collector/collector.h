@@ -23,12 +23,25 @@ namespace trapline {
 class ConfigTable;
 class HttpServer;
 
+// Cluster mode ([cluster] in the config): the collector registers in the coordinator's
+// registry, reports its load every heartbeat and runs the tasks assigned to it there
+// (collector/cluster_member.h). Without a registry it is a standalone collector.
+struct ClusterOptions {
+  std::string registry;       // PostgreSQL URI of the registry; "" = standalone
+  double weight = 1;          // share of the tasks, relative to the other collectors
+  std::string address;        // how operators reach it (shown by the coordinator)
+  double heartbeat_s = 1;     // load report period; the coordinator declares it dead after 3 s
+  double resync_s = 10;       // re-read assignments even without a NOTIFY
+  std::string secrets_dir;    // where task secrets (passwords, keys) are written, mode 0700
+};
+
 struct CollectorOptions {
   std::string name = "collector";
   std::string log_level = "info";
   double stats_interval_s = 60;  // how often the self-watch line is logged
   std::string metrics_listen;    // "127.0.0.1:9464": serve Prometheus /metrics there; "" = off
   SenderOptions sender;
+  ClusterOptions cluster;
   std::vector<TargetConfig> targets;
 
   // Reads [collector], [sender] and [[target]]; every key is checked (a misspelt key is an
@@ -39,6 +52,9 @@ struct CollectorOptions {
 
 // Reads one [[target]] table.
 Result<TargetConfig> TargetConfigFromTable(ConfigTable* t);
+
+// CPU seconds (user + system) this process has used.
+double ProcessCpuSeconds();
 
 // Event-loop lag: a timer asks to fire every `period`; how late it fires is the lag.
 class LoopLagMonitor {
@@ -85,11 +101,26 @@ class Collector {
   ~Collector();
 
   Status Start();
+  // Adds a target under `id` (unique; the config's targets are "config:<n>") and starts it
+  // when the collector has started. InvalidArgument on a bad config or a duplicate id.
+  Status AddTarget(const std::string& id, TargetConfig config);
+  // Stops a target: its open intervals are closed and handed to the sender first, so a task
+  // handed over to another collector loses nothing and is never sampled twice. Unknown ids
+  // are ignored.
+  void RemoveTarget(const std::string& id);
+  // The target running under `id`, or null.
+  const TargetBase* FindTarget(const std::string& id) const;
+  // Ids of the running targets.
+  std::vector<std::string> TargetIds() const;
+  // Called when the set of entities a target reports changes (sorted by kind, name).
+  using EntitiesFn = std::function<void(const std::string& id, const std::vector<plugins::Entity>&)>;
+  void set_on_entities(EntitiesFn fn) { on_entities_ = std::move(fn); }
   // Closes every open interval, hands the values to the sender and shuts it down (undelivered
   // values go to the spool). The loop may then be stopped.
   void Stop();
 
   struct TargetStatus {
+    std::string id;
     std::string name;
     std::string uri;
     ConnectionState state;
@@ -104,6 +135,7 @@ class Collector {
  private:
   struct Running;
   void OnValues(std::vector<SenderValue>* values);
+  void NoteEntities(Running* r, std::vector<plugins::Entity>* found);
   void LogStats();
   Status StartMetricsServer();
 
@@ -113,6 +145,8 @@ class Collector {
   std::FILE* out_;
   std::unique_ptr<Sender> sender_;
   std::vector<std::unique_ptr<Running>> targets_;
+  bool started_ = false;
+  EntitiesFn on_entities_;
   LoopLagMonitor lag_;
   Timer stats_timer_;
   double last_cpu_s_ = 0;
