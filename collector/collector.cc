@@ -182,6 +182,7 @@ struct Collector::Running {
   std::string id;
   std::vector<plugins::Entity> tick_entities;  // as the last tick gave them
   std::vector<plugins::Entity> entities;       // sorted, unique: what was last reported
+  bool entities_reported = false;
   std::unique_ptr<TargetBase> target;
   std::unique_ptr<MetricPipeline> pipeline;
   uint64_t connects_seen = 0;
@@ -236,7 +237,11 @@ Status Collector::AddTarget(const std::string& id, TargetConfig tc) {
     r->pipeline->AddTick(t, result.readings, &scratch_);
     r->pipeline->FlushIfDue(t, &scratch_);
     OnValues(&scratch_);
-    if (on_entities_ && !result.entities.empty()) NoteEntities(r, &result.entities);
+    // An empty list counts once (a Redis without keys has no entities, but its host-level
+    // items still need a sync); after that, ticks without entities say nothing.
+    if (on_entities_ && (!result.entities.empty() || !r->entities_reported)) {
+      NoteEntities(r, &result.entities);
+    }
   });
   if (!target.ok()) return target.status().WithContext("target " + name);
   r->target = std::move(target).value();
@@ -254,14 +259,20 @@ void Collector::NoteEntities(Running* r, std::vector<plugins::Entity>* found) {
   auto same = [](const plugins::Entity& a, const plugins::Entity& b) {
     return a.kind == b.kind && a.name == b.name;
   };
-  if (std::equal(found->begin(), found->end(), r->tick_entities.begin(), r->tick_entities.end(), same)) return;
+  if (r->entities_reported &&
+      std::equal(found->begin(), found->end(), r->tick_entities.begin(), r->tick_entities.end(), same)) {
+    return;
+  }
   r->tick_entities = *found;
   auto less = [](const plugins::Entity& a, const plugins::Entity& b) {
     return a.kind != b.kind ? a.kind < b.kind : a.name < b.name;
   };
   std::sort(found->begin(), found->end(), less);
   found->erase(std::unique(found->begin(), found->end(), same), found->end());
-  if (std::equal(found->begin(), found->end(), r->entities.begin(), r->entities.end(), same)) return;
+  if (r->entities_reported && std::equal(found->begin(), found->end(), r->entities.begin(), r->entities.end(), same)) {
+    return;
+  }
+  r->entities_reported = true;
   r->entities = std::move(*found);
   on_entities_(r->id, r->entities);
 }

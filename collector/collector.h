@@ -112,7 +112,8 @@ class Collector {
   const TargetBase* FindTarget(const std::string& id) const;
   // Ids of the running targets.
   std::vector<std::string> TargetIds() const;
-  // Called when the set of entities a target reports changes (sorted by kind, name).
+  // Called on a target's first tick and whenever the set of entities it reports changes
+  // (sorted by kind, name; possibly empty).
   using EntitiesFn = std::function<void(const std::string& id, const std::vector<plugins::Entity>&)>;
   void set_on_entities(EntitiesFn fn) { on_entities_ = std::move(fn); }
   // Closes every open interval, hands the values to the sender and shuts it down (undelivered
