@@ -35,8 +35,17 @@ TargetBase::TargetBase(uv_loop_t* loop, TargetConfig config, DeliverFn deliver)
 TargetBase::~TargetBase() = default;
 
 void TargetBase::Start() {
+  // Connection starts are paced, kStartSpacingMs apart on this thread's loop: a collector
+  // started with a thousand targets would otherwise begin a thousand TCP, TLS and SSH
+  // handshakes in one loop iteration, stalling the loop and timing out handshakes that the
+  // servers queue (a connect storm that never settles).
+  static thread_local uint64_t next_start_ms = 0;
+  uint64_t now = uv_now(loop_);
+  uint64_t at = std::max(now, next_start_ms);
+  next_start_ms = at + kStartSpacingMs;
   connecting_ = true;
-  Connect();
+  if (at == now) return Connect();
+  reconnect_timer_.Start(at - now, 0, [this] { Connect(); });
 }
 
 void TargetBase::Connected() {

@@ -77,7 +77,8 @@ class TargetBase {
   TargetBase(const TargetBase&) = delete;
   TargetBase& operator=(const TargetBase&) = delete;
 
-  // Connects and starts sampling; reconnects by itself from then on.
+  // Connects (at once, or after the connections started just before on this thread's loop:
+  // starts are paced) and starts sampling; reconnects by itself from then on.
   void Start();
   const ConnectionState& state() const { return state_; }
   const TargetConfig& config() const { return config_; }
@@ -108,6 +109,8 @@ class TargetBase {
   // Ticks are due on a grid of this many milliseconds of loop time: targets whose ticks share
   // a slot tick in the same loop iteration and share its wake-ups.
   static constexpr uint64_t kTickSlotMs = 10;
+  // Start() begins at most one connection per this many milliseconds (see Start()).
+  static constexpr uint64_t kStartSpacingMs = 2;
   uint64_t timeout_ms() const { return static_cast<uint64_t>(config_.timeout_s * 1000); }
 
  private:
