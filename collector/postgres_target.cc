@@ -1,6 +1,9 @@
 #include "collector/postgres_target.h"
 
 #include <libpq-fe.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -310,16 +313,29 @@ void PostgresTarget::Tick() {
     session_set_up_ = true;
   }
   setup_statements_ = statements.size();
-  for (auto& s : postgres::SplitStatements(pgp::TickQueries(server_version_))) {
-    statements.push_back(std::move(s));
+  // The plugin's statements depend on the server version only: split once per connection.
+  if (tick_statements_version_ != server_version_) {
+    tick_statements_ = postgres::SplitStatements(pgp::TickQueries(server_version_));
+    tick_statements_version_ = server_version_;
   }
-  for (const auto& sql : statements) {
-    if (PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) != 1 ||
-        PQpipelineSync(conn_) != 1) {
-      return Failed(ConnectionLost("sending the tick's queries"));
-    }
-  }
-  statements_ = statements.size();
+  // libpq (before 17) flushes at every PQpipelineSync: one send per statement, each a TCP
+  // segment that wakes the backend. Corked, the kernel sends them as one when uncorked (for a
+  // Unix socket the option fails and nothing changes).
+  int fd = PQsocket(conn_);
+  int on = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+  bool sent = true;
+  auto send = [&](const std::string& sql) {
+    sent = sent &&
+           PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) == 1 &&
+           PQpipelineSync(conn_) == 1;
+  };
+  for (const auto& sql : statements) send(sql);
+  for (const auto& sql : tick_statements_) send(sql);
+  int off = 0;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off));
+  if (!sent) return Failed(ConnectionLost("sending the tick's queries"));
+  statements_ = statements.size() + tick_statements_.size();
   current_ = 0;
   current_has_result_ = false;
   results_.clear();

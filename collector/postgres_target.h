@@ -157,6 +157,10 @@ class PostgresTarget : public TargetBase {
   bool session_set_up_ = false;  // statement_timeout sent on this connection
   std::string last_fatal_;       // a FATAL the server sent before closing (notice receiver)
 
+  // The plugin's statements for tick_statements_version_ (split once, not every tick).
+  std::vector<std::string> tick_statements_;
+  int tick_statements_version_ = 0;
+
   // The tick in flight.
   size_t setup_statements_ = 0;  // leading statements whose results are not the plugin's
   size_t statements_ = 0;        // statements sent this tick (setup included)
