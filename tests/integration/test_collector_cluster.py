@@ -1,7 +1,7 @@
 """Collectors in the cluster: real `trapline collector` processes (dry run: values printed as
-zabbix_sender lines, so every sample is visible) given a registry, one `trapline coordinator`,
-a real PostgreSQL registry and a real Redis whose instances (one per registry host) are the
-tasks. Everything on 127.0.0.1, started by this test.
+zabbix_sender lines, so every sample is visible) given a registry, two `trapline coordinator`s
+(one leads), a real PostgreSQL registry and a real Redis whose instances (one per registry
+host) are the tasks; value sets every 2 s. Everything on 127.0.0.1, started by this test.
 
   check_register_and_share  two collectors (weights 1 and 2) register, report load, and run
                             2 and 4 of the 6 tasks, none on both; every task's entities are in
@@ -10,10 +10,17 @@ tasks. Everything on 127.0.0.1, started by this test.
                             is sampled by the old collector strictly before the new one (no
                             sample twice), with a gap of at most a few seconds
   check_collector_killed    kill -9 of a collector: within 5 s its tasks run elsewhere
-  check_registry_down       the registry stopped for 8 s: collectors keep sampling and
+  check_leader_killed       kill -9 of the leading coordinator: the standby leads within 5 s,
+                            no task moves, sampling goes on
+  check_registry_down       the registry stopped for 30 s: collectors keep sampling and
                             printing; back: they reconnect and heartbeat again
   check_task_error          a task whose Redis password is wrong: the service's state turns
                             'error' and the errors table holds the reason; the others unaffected
+  check_no_duplicate_no_gap over the whole run, every host's values (from whichever collector
+                            ran it): the collectors never alternate (a task sampled twice), and
+                            consecutive values are at most 5 s apart (value sets of 2 s), 10 s
+                            for the tasks of the killed collector (its unsent interval dies
+                            with it)
 """
 
 import os
@@ -28,7 +35,7 @@ from common import _live as live  # noqa: E402
 from harness import HOST, PostgresServer, RedisServer  # noqa: E402
 
 REDIS_PASSWORD = "redis-pw-4d"
-HOSTS = [f"h{i}" for i in range(1, 7)]
+HOSTS = [f"h{i}" for i in range(1, 13)]
 
 
 class Proc(BackgroundProc):
@@ -58,22 +65,29 @@ class Ctx:
         self.redis.start()
         self.redis.command("SET", "k", "v")  # db0 holds a key: the plugin reports keyspace db0
         self.procs = {}
-        conf = os.path.join(self.tmp, "coordinator.toml")
-        with open(conf, "w") as f:
-            f.write(f'[coordinator]\nname = "k1"\nregistry = "{self.dsn}"\nheartbeat_timeout = 3\n')
-        self.procs["k1"] = Proc([trapline_bin(), "coordinator", "--config", conf], self.tmp, "k1")
+        self.killed_hosts = set()
+        for k in ("k1", "k2"):
+            self.start_coordinator(k)
         wait_until(lambda: self.sql_value("SELECT to_regclass('tasks') IS NOT NULL") == "t", 30,
                    "registry migrated")
         self.sql(f"""
-INSERT INTO credential_profiles (name, kind, secret) VALUES
-  ('redis', 'redis', '{{"password": "{REDIS_PASSWORD}"}}'),
-  ('redis-wrong', 'redis', '{{"password": "not-it"}}');
+INSERT INTO credential_profiles (name, kind, secret, options) VALUES
+  ('redis', 'redis', '{{"password": "{REDIS_PASSWORD}"}}', '{{"interval": 2}}'),
+  ('redis-wrong', 'redis', '{{"password": "not-it"}}', '{{"interval": 2}}');
 INSERT INTO hosts (name, address, enabled) SELECT n, '{HOST}', true FROM unnest(ARRAY{HOSTS!r}) n;
 INSERT INTO services (host_id, plugin, port, uri, credential_profile_id, enabled)
   SELECT h.id, 'redis', {self.redis.port}, 'redis://{HOST}:{self.redis.port}',
          (SELECT id FROM credential_profiles WHERE name = 'redis'), true FROM hosts h;
-INSERT INTO tasks (service_id, plugin, cost) SELECT id, 'redis', 1 FROM services;
-""")
+""")  # the leader makes the tasks of these enabled services
+
+    def start_coordinator(self, name):
+        conf = os.path.join(self.tmp, f"{name}.toml")
+        with open(conf, "w") as f:
+            f.write(f'[coordinator]\nname = "{name}"\nregistry = "{self.dsn}"\nheartbeat_timeout = 3\n')
+        self.procs[name] = Proc([trapline_bin(), "coordinator", "--config", conf], self.tmp, name)
+
+    def leader(self):
+        return self.sql_value("SELECT name FROM coordinator_leader")
 
     def sql(self, text):
         return self.pg.psql(text, db="trapline")
@@ -146,9 +160,9 @@ def shares_ok(ctx, want):
 def check_register_and_share(ctx):
     ctx.start_collector("c1", 1)
     ctx.start_collector("c2", 2)
-    got = wait_until(lambda: shares_ok(ctx, {"c1": 2, "c2": 4}), 20, "tasks shared 2/4")
+    got = wait_until(lambda: shares_ok(ctx, {"c1": 4, "c2": 8}), 20, "tasks shared 4/8")
     say(f"tasks per collector: {got}")
-    wait_until(lambda: len(ctx.running("c1")) == 2 and len(ctx.running("c2")) == 4, 10,
+    wait_until(lambda: len(ctx.running("c1")) == 4 and len(ctx.running("c2")) == 8, 10,
                "collectors report their running tasks")
     load = ctx.sql_value("SELECT load FROM collectors WHERE name = 'c2'")
     for field in ("lag_p99_ms", "cpu_pct", "sender", "connections"):
@@ -163,9 +177,9 @@ def check_register_and_share(ctx):
 def check_join_hands_over(ctx):
     before = {t: c for c, ts in (("c1", ctx.running("c1")), ("c2", ctx.running("c2"))) for t in ts}
     ctx.start_collector("c3", 3)
-    got = wait_until(lambda: shares_ok(ctx, {"c1": 1, "c2": 2, "c3": 3}), 20, "tasks shared 1/2/3")
+    got = wait_until(lambda: shares_ok(ctx, {"c1": 2, "c2": 4, "c3": 6}), 20, "tasks shared 2/4/6")
     say(f"after c3 joined: {got}")
-    wait_until(lambda: len(ctx.running("c3")) == 3, 10, "c3 runs 3 tasks")
+    wait_until(lambda: len(ctx.running("c3")) == 6, 10, "c3 runs 6 tasks")
     moved = [t for t in ctx.running("c3")]
     check(all(t in before for t in moved), f"c3 runs unknown tasks {moved}")
     # Stop c3 cleanly: it flushes; then compare, per moved task's host, the samples' clocks.
@@ -186,10 +200,13 @@ def check_join_hands_over(ctx):
 
 
 def check_collector_killed(ctx):
-    wait_until(lambda: shares_ok(ctx, {"c1": 2, "c2": 4}), 20, "back to 2/4 after c3 left")
+    wait_until(lambda: shares_ok(ctx, {"c1": 4, "c2": 8}), 20, "back to 4/8 after c3 left")
+    names = dict(ctx.sql("SELECT t.id::text, h.name FROM tasks t JOIN services s ON s.id = t.service_id "
+                         "JOIN hosts h ON h.id = s.host_id"))
+    ctx.killed_hosts = {names[str(t)] for t in ctx.running("c2")}
     t0 = time.monotonic()
     ctx.procs["c2"].popen.kill()
-    wait_until(lambda: len(ctx.running("c1")) == 6, 15, "c1 runs all 6 tasks after c2's kill -9")
+    wait_until(lambda: len(ctx.running("c1")) == 12, 15, "c1 runs all 12 tasks after c2's kill -9")
     took = time.monotonic() - t0
     say(f"c2 killed: its tasks run on c1 after {took:.1f} s")
     check(took <= 5.5, f"tasks of a killed collector restarted after {took:.1f} s (> 5 s)")
@@ -200,21 +217,46 @@ def count_lines(ctx, name):
         return sum(1 for _ in f)
 
 
+def placements(ctx):
+    return ctx.sql("SELECT id, collector_id, generation FROM tasks ORDER BY id")
+
+
+def check_leader_killed(ctx):
+    before = placements(ctx)
+    leader = ctx.leader()
+    standby = "k2" if leader == "k1" else "k1"
+    lines = count_lines(ctx, "c1")
+    t0 = time.monotonic()
+    ctx.procs[leader].popen.kill()
+    wait_until(lambda: ctx.leader() == standby, 10, f"{standby} leads", interval=0.1)
+    took = time.monotonic() - t0
+    say(f"leader {leader} killed: {standby} leads after {took:.1f} s")
+    check(took <= 5, f"takeover took {took:.1f} s (> 5 s)")
+    time.sleep(3)
+    check(placements(ctx) == before, "the takeover moved tasks")
+    check(count_lines(ctx, "c1") > lines, "c1 stopped printing values during the takeover")
+    ctx.start_coordinator(leader)  # back as a standby
+
+
 def check_registry_down(ctx):
     # The registry is off the sample path: the collector lives on with its tasks (their value
     # sets of 60 s come out later; the hand-over check shows them), logs the outage once, and
     # heartbeats again when the registry is back.
     before_hb = ctx.sql_value("SELECT extract(epoch FROM last_heartbeat) FROM collectors WHERE name = 'c1'")
+    lines = count_lines(ctx, "c1")
     ctx.pg.stop()
     say("registry stopped")
-    time.sleep(8)
+    time.sleep(30)
     check(ctx.procs["c1"].alive(), "c1 died while the registry was down")
+    during = count_lines(ctx, "c1") - lines
+    check(during > 12 * 10, f"c1 printed {during} lines in 30 s without the registry")
+    say(f"c1 printed {during} values while the registry was down")
     ctx.pg.start()
     say("registry started again")
     wait_until(lambda: float(ctx.sql_value(
         "SELECT extract(epoch FROM last_heartbeat) FROM collectors WHERE name = 'c1'")) > float(before_hb) + 8,
         20, "c1 heartbeats again")
-    check(len(ctx.running("c1")) == 6, f"c1 runs {ctx.running('c1')}")
+    check(len(ctx.running("c1")) == 12, f"c1 runs {ctx.running('c1')}")
     err = ctx.procs["c1"].stderr()
     check("registry unreachable" in err and "sampling goes on" in err, f"no outage line in c1's log:\n{err[-2000:]}")
 
@@ -234,6 +276,36 @@ def check_task_error(ctx):
     check(REDIS_PASSWORD not in ctx.procs["c1"].stderr(), "a secret in the collector's log")
 
 
+def check_no_duplicate_no_gap(ctx):
+    # Value sets (every 2 s) keep the fewest values with the interval's min, max and mean, at
+    # the times of the samples that carry them: normally one to three values per host per
+    # interval, so consecutive values are at most about 4 s apart.
+    values = {}
+    for name in ("c1", "c2", "c3"):
+        if name in ctx.procs:
+            for host, ts in ctx.samples(name).items():
+                values.setdefault(host, []).extend((t, name) for t in ts)
+    worst = {}
+    for host in HOSTS:
+        if host == "h1":
+            continue  # its credential was made wrong by check_task_error
+        vs = sorted(values.get(host, []))
+        check(len(vs) > 20, f"{host}: only {len(vs)} values")
+        steps = [b[0] - a[0] for a, b in zip(vs, vs[1:])]
+        # A task sampled by two collectors at once shows as values of both interleaved.
+        changes = [(a, b) for a, b in zip(vs, vs[1:]) if a[1] != b[1]]
+        check(len(changes) <= 4, f"{host}: values alternate between collectors {len(changes)} times "
+                                 f"(sampled twice?): {changes[:6]}")
+        close = [(a, b) for a, b in changes if b[0] - a[0] < 0.2]
+        check(not close, f"{host}: values of two collectors {close[:3]} less than 0.2 s apart")
+        bound = 10 if host in ctx.killed_hosts else 5.0
+        check(max(steps) <= bound, f"{host}: a gap of {max(steps):.1f} s (bound {bound} s)")
+        worst[host] = max(steps)
+    say("largest gap between values per host: " +
+        ", ".join(f"{h} {g:.1f}s" for h, g in sorted(worst.items())))
+
+
 if __name__ == "__main__":
     sys.exit(run_checks([check_register_and_share, check_join_hands_over, check_collector_killed,
-                         check_registry_down, check_task_error], setup=setup, teardown=teardown))
+                         check_leader_killed, check_registry_down, check_task_error,
+                         check_no_duplicate_no_gap], setup=setup, teardown=teardown))
