@@ -346,6 +346,7 @@ struct Route {
   std::string method;
   std::string prefix;
   HttpServer::Handler handler;
+  HttpServer::DeferredHandler deferred;
   HttpServer::StreamHandler stream;
   std::string static_root;  // ServeDirectory: realpath of the folder
 };
@@ -374,6 +375,14 @@ struct HttpServer::Stream::Impl {
   bool closing = false;      // end the response once `pending` is out
   bool server_stop = false;  // ending because the server stops (on_close is called)
   bool dead = false;         // the connection is being cut (too slow); nothing more is sent
+};
+
+// One deferred request waiting for its answer. `core` and `req` are cleared once it is answered
+// (by the application, by Stop(), or by this destructor when the application dropped it).
+struct HttpServer::Responder::State {
+  HttpServer::Core* core = nullptr;
+  h2o_req_t* req = nullptr;
+  ~State();
 };
 
 struct HttpServer::Core {
@@ -581,6 +590,7 @@ struct HttpServer::Core {
       return Send(req, HttpResponse::Text("", 200, "text/event-stream"));
     }
     if (chosen->stream) return StartStream(req, *chosen, std::move(r));
+    if (chosen->deferred) return StartDeferred(req, *chosen, r);
 
     HttpResponse res;
     try {
@@ -598,6 +608,37 @@ struct HttpServer::Core {
       spdlog::error("[http] {}: handler for {} {} threw", options.name, r.method, r.path);
       res = HttpResponse::Error(500, "internal error");
     }
+    Send(req, std::move(res));
+  }
+
+  void StartDeferred(h2o_req_t* req, const Route& route, const HttpRequest& r) {
+    auto state = std::make_shared<Responder::State>();
+    state->core = this;
+    state->req = req;
+    waiting.insert(state.get());
+    Responder responder;
+    responder.state_ = state;
+    state.reset();
+    try {
+      route.deferred(r, responder);
+    } catch (const std::exception& e) {
+      spdlog::error("[http] {}: handler for {} {} threw: {}", options.name, r.method, r.path,
+                    e.what());
+      responder.Send(Status::Internal("internal error"));
+    } catch (...) {
+      spdlog::error("[http] {}: handler for {} {} threw", options.name, r.method, r.path);
+      responder.Send(Status::Internal("internal error"));
+    }
+  }
+
+  // Sends a deferred request's answer once; later calls find it answered and do nothing.
+  void Answer(Responder::State* state, HttpResponse res) {
+    if (state->req == nullptr) return;
+    h2o_req_t* req = state->req;
+    state->req = nullptr;
+    state->core = nullptr;
+    waiting.erase(state);
+    if (stopping) req->http1_is_persistent = 0;
     Send(req, std::move(res));
   }
 
@@ -871,6 +912,11 @@ struct HttpServer::Core {
       impl->req->http1_is_persistent = 0;
       Flush(impl);
     }
+    // Requests still waiting for the application: their connections close after this answer.
+    std::vector<Responder::State*> pending(waiting.begin(), waiting.end());
+    for (Responder::State* state : pending) {
+      Answer(state, HttpResponse::Error(503, "server is stopping"));
+    }
     for (ConnBlock* c : conns) ShutdownConnection(c, SHUT_RD);
     if (!conns.empty()) {
       spdlog::debug("[http] {}: stopping, {} connections to close", options.name, conns.size());
@@ -915,6 +961,7 @@ struct HttpServer::Core {
   int first_port = 0;
   std::unordered_set<ConnBlock*> conns;
   std::unordered_set<Stream::Impl*> streams;
+  std::unordered_set<Responder::State*> waiting;  // deferred requests not yet answered
   std::vector<std::shared_ptr<Route>> routes;
   std::unique_ptr<Timer> heartbeat;  // null once stopped
   std::unique_ptr<Timer> grace;
@@ -928,6 +975,25 @@ struct HttpServer::Core {
 // ---------------------------------------------------------------------------------------------
 
 HttpServer::Stream::~Stream() = default;
+
+HttpServer::Responder::State::~State() {
+  if (core == nullptr || req == nullptr) return;
+  spdlog::error("[http] {}: a deferred request was dropped without an answer", core->options.name);
+  core->Answer(this, HttpResponse::Error(500, "internal error: no answer"));
+}
+
+void HttpServer::Responder::Send(Result<HttpResponse> response) const {
+  if (!state_ || state_->core == nullptr) return;
+  HttpResponse res;
+  if (response.ok()) {
+    res = std::move(response).value();
+  } else {
+    res = HttpResponse::Error(HttpStatusFor(response.status().code()), response.status().message());
+  }
+  state_->core->Answer(state_.get(), std::move(res));
+}
+
+bool HttpServer::Responder::pending() const { return state_ && state_->core != nullptr; }
 
 bool HttpServer::Stream::open() const {
   return impl_ != nullptr && !impl_->closing && !impl_->dead;
@@ -1055,6 +1121,15 @@ void HttpServer::Handle(std::string method, std::string path_prefix, Handler han
   core_->routes.push_back(std::move(r));
 }
 
+void HttpServer::HandleDeferred(std::string method, std::string path_prefix,
+                                DeferredHandler handler) {
+  auto r = std::make_shared<Route>();
+  r->method = std::move(method);
+  r->prefix = CleanPrefix(std::move(path_prefix));
+  r->deferred = std::move(handler);
+  core_->routes.push_back(std::move(r));
+}
+
 void HttpServer::HandleStream(std::string path_prefix, StreamHandler handler) {
   auto r = std::make_shared<Route>();
   r->method = "GET";
@@ -1088,5 +1163,7 @@ void HttpServer::Stop() { core_->Stop(); }
 size_t HttpServer::connections() const { return core_->conns.size(); }
 
 size_t HttpServer::streams() const { return core_->streams.size(); }
+
+size_t HttpServer::deferred() const { return core_->waiting.size(); }
 
 }  // namespace trapline

@@ -12,6 +12,12 @@
 //    {"error": "..."}.
 //  - Handlers cannot throw into C: an exception becomes a 500 (and is logged); a non-OK
 //    Status becomes a 4xx/5xx JSON error (HttpStatusFor).
+//  - Deferred answers (HandleDeferred): the handler returns at once and answers later, on the
+//    loop, through its Responder (from a database query's callback, say). The first Send()
+//    wins; a Responder whose last copy is dropped unanswered answers 500; Stop() answers every
+//    request still waiting with 503, after which Send() does nothing. h2o does not read from a
+//    connection while its request waits, so a client that left is noticed when the answer is
+//    written (and the connection closed then); sending to it is safe.
 //  - Hostile input: request bodies are capped (max_body_bytes, checked against Content-Length
 //    before the body is read, and while a chunked body arrives: 413); request line and headers
 //    are capped (414/431 here, h2o's own hard limits above those: 400); a request that does
@@ -119,7 +125,26 @@ class HttpServer {
     std::function<void()> on_close_;
   };
 
+  // The answer to one deferred request. Copyable (copies share the request); loop thread only.
+  // It may outlive the server: once the server stopped, Send() does nothing.
+  class Responder {
+   public:
+    Responder() = default;
+    // Answers the request: a non-OK Status becomes a JSON error (HttpStatusFor). Only the
+    // first call counts; later ones (and calls after Stop()) do nothing.
+    void Send(Result<HttpResponse> response) const;
+    // True until the request has been answered (by Send, or by Stop()'s 503).
+    bool pending() const;
+
+   private:
+    friend struct HttpServer::Core;
+    struct State;
+    std::shared_ptr<State> state_;
+  };
+
   using Handler = std::function<Result<HttpResponse>(const HttpRequest&)>;
+  // Answers through the Responder, now or later (see the contract above).
+  using DeferredHandler = std::function<void(const HttpRequest&, Responder)>;
   // Returns OK to start the stream (headers go out at once), or an error Status to answer with
   // a JSON error instead. The stream may be kept or dropped; the server keeps it open.
   using StreamHandler = std::function<Status(const HttpRequest&, std::shared_ptr<Stream>)>;
@@ -137,6 +162,9 @@ class HttpServer {
 
   // REQUIRES: method in upper case; path_prefix starts with '/'.
   void Handle(std::string method, std::string path_prefix, Handler handler);
+  // A route whose handler answers later through a Responder.
+  // REQUIRES: as Handle().
+  void HandleDeferred(std::string method, std::string path_prefix, DeferredHandler handler);
   // A GET route that opens an event stream.
   void HandleStream(std::string path_prefix, StreamHandler handler);
   // Serves the files under `dir` at `prefix` (GET/HEAD): index.html for a folder, content
@@ -147,9 +175,10 @@ class HttpServer {
   // Stops serving (see the contract above). Idempotent.
   void Stop();
 
-  // Connections open now, and event streams open now.
+  // Connections open now, event streams open now, deferred requests waiting for an answer.
   size_t connections() const;
   size_t streams() const;
+  size_t deferred() const;
 
  private:
   Core* core_;  // owned; freed by itself after Stop() once libuv has closed its handles

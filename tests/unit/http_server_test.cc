@@ -706,5 +706,101 @@ TEST_CASE("connections past max_connections are refused; the server keeps servin
   CHECK(lt.Finish() == 0);
 }
 
+TEST_CASE("deferred answers: later on the loop, once, 500 when dropped, 503 at Stop, client gone") {
+  LoopThread lt;
+  auto server = std::make_unique<HttpServer>(lt.loop());
+  std::vector<HttpServer::Responder> held;
+  server->HandleDeferred("GET", "/later", [&](const HttpRequest&, HttpServer::Responder r) {
+    held.push_back(std::move(r));
+  });
+  server->HandleDeferred("GET", "/dropped", [](const HttpRequest&, HttpServer::Responder) {});
+  server->HandleDeferred("POST", "/now", [](const HttpRequest& req, HttpServer::Responder r) {
+    r.Send(HttpResponse::Json(req.body, 201));
+    r.Send(HttpResponse::Json("{\"second\": true}"));  // ignored
+  });
+  server->HandleDeferred("GET", "/throws", [](const HttpRequest&, HttpServer::Responder) {
+    throw std::runtime_error("boom");
+  });
+  REQUIRE(server->Listen("127.0.0.1:0").ok());
+  int port = server->port();
+  lt.Start();
+
+  auto wait_held = [&](size_t n) {
+    for (int i = 0; i < 500; ++i) {
+      size_t have = 0;
+      lt.Run([&] { have = held.size(); });
+      if (have >= n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  };
+
+  Reply r = Request(port, "POST", "/now", "{\"a\": 1}");
+  CHECK(r.status == 201);
+  CHECK(r.body == "{\"a\": 1}");
+  r = Request(port, "GET", "/dropped");
+  CHECK(r.status == 500);
+  CHECK(r.body.find("\"error\"") != std::string::npos);
+  r = Request(port, "GET", "/throws");
+  CHECK(r.status == 500);
+
+  // Answered later, from the loop; a non-OK Status is a JSON error.
+  std::thread client([&] {
+    Reply a = Request(port, "GET", "/later");
+    CHECK(a.status == 200);
+    CHECK(a.body == "{\"late\": true}");
+    Reply b = Request(port, "GET", "/later");
+    CHECK(b.status == 404);
+    CHECK(b.body == "{\"error\": \"no host 'x'\"}");
+  });
+  REQUIRE(wait_held(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  lt.Run([&] {
+    CHECK(server->deferred() == 1);
+    CHECK(held[0].pending());
+    held[0].Send(HttpResponse::Json("{\"late\": true}"));
+    CHECK(!held[0].pending());
+    held[0].Send(Status::Internal("ignored"));
+  });
+  REQUIRE(wait_held(2));
+  lt.Run([&] { held[1].Send(Status::NotFound("no host 'x'")); });
+  client.join();
+
+  // A client that leaves before the answer: the answer goes nowhere, nothing breaks.
+  int gone = Connect(port);
+  REQUIRE(SendAll(gone, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n"));
+  REQUIRE(wait_held(3));
+  ::close(gone);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  lt.Run([&] { held[2].Send(HttpResponse::Json("{}")); });
+  for (int i = 0; i < 200; ++i) {
+    size_t conns = 1;
+    lt.Run([&] { conns = server->connections(); });
+    if (conns == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  lt.Run([&] {
+    CHECK(server->connections() == 0);
+    CHECK(server->deferred() == 0);
+  });
+
+  // Stop() answers what still waits with 503 and closes the connection.
+  int fd = Connect(port);
+  REQUIRE(SendAll(fd, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n"));
+  REQUIRE(wait_held(4));
+  lt.Run([&] { server->Stop(); });
+  std::string raw = ReadAll(fd);
+  ::close(fd);
+  Reply stopped = ParseOne(&raw);
+  CHECK(stopped.status == 503);
+  lt.Run([&] {
+    CHECK(!held[3].pending());
+    held[3].Send(HttpResponse::Json("{}"));  // after Stop: nothing happens
+    server.reset();
+  });
+  lt.Run([&] { held.clear(); });  // Responders outliving the server are harmless
+  CHECK(lt.Finish() == 0);
+}
+
 }  // namespace
 }  // namespace trapline
