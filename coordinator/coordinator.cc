@@ -125,6 +125,10 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
   TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.sync.delete_vanished, z->GetBool("delete_vanished", false));
   TRAPLINE_ASSIGN_OR_RETURN(std::string group, z->GetString("host_group", "trapline"));
   o.zabbix.sync.host_groups = {group};
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * h, root->GetTable("http"));
+  TRAPLINE_ASSIGN_OR_RETURN(o.http.listen, h->GetString("listen", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(std::string api_token_file, h->GetString("api_token_file", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(o.http.open_reads, h->GetBool("open_reads", false));
   // Unknown keys first: a misspelt 'registry' is reported as such, not as a missing one.
   TRAPLINE_RETURN_IF_ERROR(root->CheckKnown());
   if (o.name.empty()) o.name = HostName();
@@ -147,6 +151,25 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
   }
   if (!token_file.empty()) {
     TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.api.token, first_line(token_file, "token_file"));
+  }
+  if (!api_token_file.empty()) {
+    std::ifstream in(api_token_file);
+    std::string line;
+    if (!in || !std::getline(in, line)) {
+      return Status::InvalidArgument(root->origin() + ": [http] api_token_file " + api_token_file +
+                                     " cannot be read");
+    }
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    // Short tokens can be guessed; the API can change what is monitored.
+    if (line.size() < 16) {
+      return Status::InvalidArgument(root->origin() + ": [http] api_token_file " + api_token_file +
+                                     ": the token must be at least 16 characters");
+    }
+    o.http.api_token = line;
+  }
+  if (!o.http.listen.empty() && o.http.api_token.empty()) {
+    return Status::InvalidArgument(root->origin() +
+                                   ": [http] listen needs api_token_file (the API's bearer token)");
   }
   if (o.zabbix.enabled() && o.zabbix.api.token.empty() &&
       (o.zabbix.api.user.empty() || o.zabbix.api.password.empty())) {
@@ -282,6 +305,7 @@ Coordinator::Coordinator(uv_loop_t* loop, CoordinatorOptions options)
 
 Coordinator::~Coordinator() {
   stopping_ = true;
+  api_.reset();
   elector_.reset();
   registry_.Close();
 }
@@ -289,13 +313,34 @@ Coordinator::~Coordinator() {
 void Coordinator::Start() {
   spdlog::info("[coordinator] {}: starting (heartbeat_timeout={}s overload_lag_ms={})",
                options_.name, options_.heartbeat_timeout_s, options_.overload_lag_ms);
+  if (!options_.http.listen.empty()) {
+    api_ = std::make_unique<HttpApi>(loop_, &registry_, options_.http, [this] { return Self(); });
+    if (Status st = api_->Start(); !st.ok()) return Fatal(st);
+  }
   registry_.Start();
+}
+
+CoordinatorSelf Coordinator::Self() const {
+  CoordinatorSelf s;
+  s.name = options_.name;
+  s.leader = leader_;
+  s.epoch = epoch_;
+  s.schema_version = schema_version_;
+  s.registry_connected = registry_.connected();
+  s.zabbix_sync = zabbix_sync_ != nullptr;
+  if (zabbix_sync_) {
+    s.syncs_done = zabbix_sync_->syncs_done();
+    s.syncs_failed = zabbix_sync_->syncs_failed();
+    s.syncs_queued = zabbix_sync_->queued();
+  }
+  return s;
 }
 
 void Coordinator::Stop() {
   if (stopping_) return;
   stopping_ = true;
   tick_timer_.Stop();
+  if (api_) api_->Stop();
   elector_->Stop("stopping");
   registry_.Close();
 }
@@ -331,6 +376,7 @@ void Coordinator::Migrate() {
       return Fatal(r.status());
     }
     migrated_ = true;
+    schema_version_ = r->to_version;
     if (r->applied.empty()) {
       spdlog::info("[coordinator] registry schema: up to date at version {}", r->to_version);
     } else {

@@ -35,6 +35,7 @@
 #include "common/status.h"
 #include "common/uv.h"
 #include "coordinator/assignment.h"
+#include "coordinator/http_api.h"
 #include "coordinator/leader.h"
 #include "coordinator/zabbix_sync_worker.h"
 
@@ -55,6 +56,7 @@ struct CoordinatorOptions {
   std::string log_level = "info";
   double assign_interval_s = 1;   // not in the config file: the leader's tick
   ZabbixSyncOptions zabbix;       // [zabbix]: the API zabbix-sync uses; absent: no sync
+  HttpApiOptions http;            // [http]: the HTTP API and /metrics; listen empty: off
 
   // [coordinator] table; every other key or table is an error naming file and line.
   static Result<CoordinatorOptions> FromConfig(ConfigTable* root);
@@ -117,6 +119,8 @@ class Coordinator {
   void Stop();
 
   bool leader() const { return leader_; }
+  // The HTTP API's port (0 when [http] listen is not set or not yet listening).
+  int http_port() const { return api_ ? api_->port() : 0; }
 
  private:
   struct TickState;
@@ -131,6 +135,7 @@ class Coordinator {
   // collectors are told at once).
   void ReconcileTasks();
   void Fatal(const Status& st);
+  CoordinatorSelf Self() const;
 
   uv_loop_t* loop_;
   CoordinatorOptions options_;
@@ -139,6 +144,8 @@ class Coordinator {
   std::unique_ptr<LeaderElector> elector_;
   Timer tick_timer_;
   std::unique_ptr<ZabbixSyncWorker> zabbix_sync_;
+  std::unique_ptr<HttpApi> api_;  // before registry_ is closed, it is stopped
+  int schema_version_ = 0;
 
   bool stopping_ = false;
   bool migrating_ = false;

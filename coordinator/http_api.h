@@ -1,0 +1,207 @@
+#pragma once
+// The coordinator's HTTP API (issue 5, point 7): JSON under /api/v1/ and Prometheus /metrics,
+// on the coordinator's loop (common/http_server.h), reading and writing the registry through
+// the coordinator's pg::Client. Every coordinator serves it, leader or standby: reads and
+// writes go to the registry, and the leader acts on what was written (tasks from enabled
+// services, weights, maintenance) at its next tick.
+//
+//   GET    /api/v1/status                   this coordinator: name, role, epoch, schema
+//   GET    /api/v1/collectors               name, weight, state, address, version, load, ...
+//   PATCH  /api/v1/collectors/{name}        {"weight": 2.5}
+//   GET    /api/v1/hosts                    ?enabled=true|false &q=substring &limit= &offset=
+//   POST   /api/v1/hosts                    {"name", "address", "groups": [...], "enabled"}
+//   GET    /api/v1/hosts/{name}             with services, entities, last errors, maintenance
+//   PATCH  /api/v1/hosts/{name}             {"enabled": true, "services": "all"}, address, groups
+//   DELETE /api/v1/hosts/{name}
+//   GET    /api/v1/hosts/{name}/maintenance desired vs applied to Zabbix
+//   PUT    /api/v1/hosts/{name}/maintenance {"until": "<RFC 3339>" | null}
+//   DELETE /api/v1/hosts/{name}/maintenance
+//   GET    /api/v1/services                 ?host= &enabled= &limit= &offset=
+//   PATCH  /api/v1/services/{id}            {"enabled": bool, "credential_profile": name|null}
+//   GET    /api/v1/tasks                    ?collector= &limit= &offset=
+//   GET    /api/v1/errors                   ?since=<RFC 3339> &limit=  (latest first)
+//   GET    /metrics                         Prometheus text; no token needed
+//
+// Rules:
+//  - Auth: until users and sessions exist (issue 7), requests carry `Authorization: Bearer
+//    <token>` equal to the configured token (compared in constant time); without it 401.
+//    Reads need it too unless open_reads. /metrics is open.
+//  - Input is untrusted: names are checked for length and charset, numbers for range, bodies
+//    for JSON shape; an unknown field is an error. Each failure is a 400 naming the reason,
+//    before anything reaches the registry. SQL only with parameters.
+//  - Every change writes an audit_log row (actor "api" for now) with before/after JSON in the
+//    same statement (so the same transaction) as the change itself.
+//  - Secrets: credential_profiles.secret is never selected; a password in a service's URI is
+//    masked ("redis://u:***@h").
+//  - Thread: the loop's. The API must be stopped (or destroyed) before the registry client
+//    is closed: queries in flight then find the API gone and touch nothing.
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/http_server.h"
+#include "common/pg_client.h"
+#include "common/status.h"
+
+namespace trapline::coordinator {
+
+struct HttpApiOptions {
+  std::string listen;        // [http] listen: "127.0.0.1:8470"; empty: no HTTP server
+  std::string api_token;     // first line of [http] api_token_file
+  bool open_reads = false;   // [http] open_reads: GETs without a token
+  std::string actor = "api";  // the audit log's actor for the token's holder
+};
+
+// What the coordinator says about itself in /api/v1/status and /metrics.
+struct CoordinatorSelf {
+  std::string name;
+  bool leader = false;
+  int64_t epoch = 0;
+  int schema_version = 0;  // 0 until migrated
+  bool registry_connected = false;
+  bool zabbix_sync = false;
+  uint64_t syncs_done = 0;
+  uint64_t syncs_failed = 0;
+  size_t syncs_queued = 0;
+};
+
+// ---- pure parts (unit-tested) -------------------------------------------------------------
+
+// Host and collector names: 1..128 bytes of letters, digits, '.', '_', '-' and inner spaces
+// (Zabbix's host name charset). `what` names the field in the error.
+Status ValidateName(std::string_view name, std::string_view what);
+// Host group names: as names, plus '/' (nested groups), up to 255 bytes.
+Status ValidateGroup(std::string_view group);
+// Host addresses: empty, or up to 255 bytes of letters, digits, '.', ':', '-', '_', '[', ']'.
+Status ValidateAddress(std::string_view address);
+
+// RFC 3339 date-time ("2026-11-21T18:00:00Z", "...T18:00:00.5+02:00") to unix seconds.
+Result<double> ParseRfc3339(std::string_view text);
+
+// Constant-time comparison (the time depends on the lengths only).
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
+enum class BearerCheck { kOk, kMissing, kWrong };
+// `authorization` is the header's value ("Bearer <token>"). An empty `token` never matches.
+BearerCheck CheckBearer(std::string_view authorization, std::string_view token);
+
+struct Paging {
+  int64_t limit = 100;
+  int64_t offset = 0;
+};
+// ?limit= (1..1000, default 100) and ?offset= (0..10^9, default 0).
+Result<Paging> ParsePaging(const HttpRequest& request);
+// "true"/"false" (also 1/0); "" is nullopt. `what` names the parameter.
+Result<std::optional<bool>> ParseBoolParam(std::string_view text, std::string_view what);
+// A positive row id (decimal, no sign, fits int64).
+Result<int64_t> ParseId(std::string_view text, std::string_view what);
+
+// Request bodies, checked for shape (an object, known fields only, types, ranges).
+struct WeightPatch {
+  double weight = 1;  // finite, > 0, <= 1e6
+};
+Result<WeightPatch> ParseWeightPatch(std::string_view body);
+
+struct NewHost {
+  std::string name;
+  std::string address;
+  std::vector<std::string> groups;
+  bool enabled = false;
+};
+Result<NewHost> ParseNewHost(std::string_view body);
+
+struct HostPatch {
+  std::optional<bool> enabled;
+  bool all_services = false;  // "services": "all": the same `enabled` for every service
+  std::optional<std::string> address;
+  std::optional<std::vector<std::string>> groups;
+};
+Result<HostPatch> ParseHostPatch(std::string_view body);
+
+struct ServicePatch {
+  std::optional<bool> enabled;
+  bool set_credential_profile = false;
+  std::optional<std::string> credential_profile;  // nullopt with set_: none
+};
+Result<ServicePatch> ParseServicePatch(std::string_view body);
+
+// {"until": "<RFC 3339>"} / {"until": null} / {}: the end in unix seconds, nullopt for
+// open-ended.
+Result<std::optional<double>> ParseMaintenanceBody(std::string_view body);
+
+// A JSON array of strings, for a jsonb parameter.
+std::string JsonStringArray(const std::vector<std::string>& values);
+
+// The /metrics text from the coordinator's figures and the registry's counts (absent when the
+// registry could not be asked). `requests`: (route, status) -> count.
+struct RegistryCounts {
+  int64_t collectors_active = 0, collectors_draining = 0, collectors_dead = 0;
+  int64_t tasks = 0, tasks_unassigned = 0;
+  int64_t hosts = 0, hosts_enabled = 0, services_enabled = 0;
+};
+std::string RenderCoordinatorMetrics(const CoordinatorSelf& self,
+                                     const std::optional<RegistryCounts>& counts,
+                                     const std::map<std::pair<std::string, int>, uint64_t>& requests);
+
+// ---- the API ------------------------------------------------------------------------------
+
+class HttpApi {
+ public:
+  using SelfSource = std::function<CoordinatorSelf()>;
+
+  // REQUIRES: `registry` outlives the API (or the API is stopped first).
+  HttpApi(uv_loop_t* loop, pg::Client* registry, HttpApiOptions options, SelfSource self);
+  ~HttpApi();
+  HttpApi(const HttpApi&) = delete;
+  HttpApi& operator=(const HttpApi&) = delete;
+
+  // Listens on options.listen.
+  Status Start();
+  // Stops serving: requests waiting for the registry are answered 503. Idempotent.
+  void Stop();
+  int port() const { return server_ ? server_->port() : 0; }
+
+ private:
+  class Call;
+  using Route = std::function<void(const HttpRequest&, Call)>;
+  // Registers a deferred route; auth and request counting are done here.
+  void Add(const std::string& method, const std::string& prefix, bool write, Route route);
+  void Register();
+  // Runs one statement and answers the call with make(rows), or the registry's error.
+  void Sql(Call call, std::string name, std::string sql, std::vector<pg::Value> params,
+           std::function<Result<HttpResponse>(const pg::Rows&)> make);
+
+  void SelfStatus(const HttpRequest& r, Call call);
+  void Metrics(const HttpRequest& r, Call call);
+  void HostRoute(const HttpRequest& r, Call call);
+  void Collectors(const HttpRequest& r, Call call);
+  void PatchCollector(const HttpRequest& r, Call call);
+  void Hosts(const HttpRequest& r, Call call);
+  void PostHost(const HttpRequest& r, Call call);
+  void PatchHost(const HttpRequest& r, Call call);
+  void DeleteHost(const HttpRequest& r, Call call);
+  void PutMaintenance(const std::string& host, const HttpRequest& r, Call call);
+  void DeleteMaintenance(const std::string& host, Call call);
+  void Services(const HttpRequest& r, Call call);
+  void PatchService(const HttpRequest& r, Call call);
+  void Tasks(const HttpRequest& r, Call call);
+  void Errors(const HttpRequest& r, Call call);
+
+  uv_loop_t* loop_;
+  pg::Client* registry_;
+  HttpApiOptions options_;
+  SelfSource self_;
+  std::unique_ptr<HttpServer> server_;
+  std::map<std::pair<std::string, int>, uint64_t> requests_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace trapline::coordinator
