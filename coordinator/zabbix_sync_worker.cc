@@ -16,6 +16,16 @@ struct ZabbixSyncWorker::Shared {
   ZabbixSyncOptions options;
   std::unique_ptr<zabbix::BlockingApi> api;
   std::unique_ptr<zabbix::Syncer> syncer;
+
+  // On the pool: logs in once; kept until a sync fails for a passing reason.
+  Status Connect() {
+    if (api != nullptr) return Status::OK();
+    auto fresh = std::make_unique<zabbix::BlockingApi>(options.api);
+    TRAPLINE_RETURN_IF_ERROR(fresh->Connect());
+    syncer = std::make_unique<zabbix::Syncer>(fresh.get(), options.sync);
+    api = std::move(fresh);
+    return Status::OK();
+  }
 };
 
 struct ZabbixSyncWorker::Job {
@@ -193,16 +203,11 @@ void ZabbixSyncWorker::Run(std::shared_ptr<Job> job) {
       [](uv_work_t* w) {
         Job& j = **static_cast<std::shared_ptr<Job>*>(w->data);
         Shared& sh = *j.shared;
+        if (Status st = sh.Connect(); !st.ok()) {
+          (j.maintenance ? j.maintenance_status : j.report.status) = st;
+          return;  // the next job connects again
+        }
         if (j.maintenance) {
-          if (sh.api == nullptr) {
-            auto api = std::make_unique<zabbix::BlockingApi>(sh.options.api);
-            if (Status st = api->Connect(); !st.ok()) {
-              j.maintenance_status = st;
-              return;
-            }
-            sh.syncer = std::make_unique<zabbix::Syncer>(api.get(), sh.options.sync);
-            sh.api = std::move(api);
-          }
           int64_t now = static_cast<int64_t>(time(nullptr));
           j.maintenance_status = j.maintenance_on
                                      ? zabbix::MaintenanceOn(sh.api.get(), j.host, now, j.maintenance_until)
@@ -215,15 +220,6 @@ void ZabbixSyncWorker::Run(std::shared_ptr<Job> job) {
         if (plugin == nullptr) {
           j.report.status = Status::InvalidArgument("no plugin '" + j.plugin + "'");
           return;
-        }
-        if (sh.api == nullptr) {
-          auto api = std::make_unique<zabbix::BlockingApi>(sh.options.api);
-          if (Status st = api->Connect(); !st.ok()) {
-            j.report.status = st;
-            return;  // the next job connects again
-          }
-          sh.syncer = std::make_unique<zabbix::Syncer>(api.get(), sh.options.sync);
-          sh.api = std::move(api);
         }
         j.report = sh.syncer->SyncHost(*plugin, j.host, j.entities, /*dry_run=*/false);
         // A dropped session or a Zabbix restart: reconnect on the next job.
