@@ -568,9 +568,11 @@ void HttpApi::Stop() {
   if (server_) server_->Stop();
 }
 
-void HttpApi::Add(const std::string& method, const std::string& prefix, bool write, Route route) {
+void HttpApi::Add(const std::string& method, const std::string& prefix, Access access,
+                  Route route) {
   std::string label = method + " " + prefix;
-  bool needs_token = write || !options_.open_reads;
+  bool needs_token =
+      access == Access::kWrite || (access == Access::kRead && !options_.open_reads);
   server_->HandleDeferred(
       method, prefix,
       [this, alive = alive_, label, needs_token, route = std::move(route)](
@@ -598,19 +600,19 @@ void HttpApi::Register() {
   auto bind = [this](void (HttpApi::*fn)(const HttpRequest&, Call)) {
     return [this, fn](const HttpRequest& r, Call call) { (this->*fn)(r, std::move(call)); };
   };
-  Add("GET", "/metrics", false, bind(&HttpApi::Metrics));
-  Add("GET", "/api/v1/status", false, bind(&HttpApi::SelfStatus));
-  Add("GET", "/api/v1/collectors", false, bind(&HttpApi::Collectors));
-  Add("PATCH", "/api/v1/collectors", true, bind(&HttpApi::PatchCollector));
-  Add("GET", "/api/v1/hosts", false, bind(&HttpApi::HostRoute));
-  Add("POST", "/api/v1/hosts", true, bind(&HttpApi::PostHost));
-  Add("PATCH", "/api/v1/hosts", true, bind(&HttpApi::PatchHost));
-  Add("PUT", "/api/v1/hosts", true, bind(&HttpApi::HostRoute));
-  Add("DELETE", "/api/v1/hosts", true, bind(&HttpApi::HostRoute));
-  Add("GET", "/api/v1/services", false, bind(&HttpApi::Services));
-  Add("PATCH", "/api/v1/services", true, bind(&HttpApi::PatchService));
-  Add("GET", "/api/v1/tasks", false, bind(&HttpApi::Tasks));
-  Add("GET", "/api/v1/errors", false, bind(&HttpApi::Errors));
+  Add("GET", "/metrics", Access::kOpen, bind(&HttpApi::Metrics));
+  Add("GET", "/api/v1/status", Access::kRead, bind(&HttpApi::SelfStatus));
+  Add("GET", "/api/v1/collectors", Access::kRead, bind(&HttpApi::Collectors));
+  Add("PATCH", "/api/v1/collectors", Access::kWrite, bind(&HttpApi::PatchCollector));
+  Add("GET", "/api/v1/hosts", Access::kRead, bind(&HttpApi::HostRoute));
+  Add("POST", "/api/v1/hosts", Access::kWrite, bind(&HttpApi::PostHost));
+  Add("PATCH", "/api/v1/hosts", Access::kWrite, bind(&HttpApi::PatchHost));
+  Add("PUT", "/api/v1/hosts", Access::kWrite, bind(&HttpApi::HostRoute));
+  Add("DELETE", "/api/v1/hosts", Access::kWrite, bind(&HttpApi::HostRoute));
+  Add("GET", "/api/v1/services", Access::kRead, bind(&HttpApi::Services));
+  Add("PATCH", "/api/v1/services", Access::kWrite, bind(&HttpApi::PatchService));
+  Add("GET", "/api/v1/tasks", Access::kRead, bind(&HttpApi::Tasks));
+  Add("GET", "/api/v1/errors", Access::kRead, bind(&HttpApi::Errors));
 }
 
 void HttpApi::Sql(Call call, std::string name, std::string sql, std::vector<pg::Value> params,

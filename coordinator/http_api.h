@@ -172,8 +172,10 @@ class HttpApi {
  private:
   class Call;
   using Route = std::function<void(const HttpRequest&, Call)>;
+  // kOpen: no token (/metrics); kRead: a token unless open_reads; kWrite: a token.
+  enum class Access { kOpen, kRead, kWrite };
   // Registers a deferred route; auth and request counting are done here.
-  void Add(const std::string& method, const std::string& prefix, bool write, Route route);
+  void Add(const std::string& method, const std::string& prefix, Access access, Route route);
   void Register();
   // Runs one statement and answers the call with make(rows), or the registry's error.
   void Sql(Call call, std::string name, std::string sql, std::vector<pg::Value> params,
