@@ -396,6 +396,7 @@ void Coordinator::OnRole(Role role, int64_t epoch, const std::string& reason) {
     epoch_ = epoch;
     first_tick_ = true;
     last_shed_ms_.clear();
+    weight_factor_.clear();
     spdlog::info("[coordinator] leader: acquired epoch={} name={}", epoch, options_.name);
     // What changed while another coordinator (or none) led: every synced host once more.
     if (zabbix_sync_) zabbix_sync_->RequestAll();
@@ -523,7 +524,16 @@ void Coordinator::Assign(std::shared_ptr<TickState> tick) {
     if (c.state == "active") {
       ci.state = CollectorState::kActive;
       ++active;
-      if (options_.overload_lag_ms > 0 && c.lag_p99_ms && *c.lag_p99_ms > options_.overload_lag_ms) {
+      bool over = options_.overload_lag_ms > 0 && c.lag_p99_ms && *c.lag_p99_ms > options_.overload_lag_ms;
+      // What a collector shed must not flow back on the next rebalance: its weight counts
+      // reduced by what it shed, and recovers 1% per tick once its lag is below the threshold.
+      auto factor = weight_factor_.find(c.id);
+      if (factor != weight_factor_.end()) {
+        if (!over) factor->second = std::min(1.0, factor->second + 0.01);
+        ci.weight = c.weight * factor->second;
+        if (factor->second >= 1.0) weight_factor_.erase(factor);
+      }
+      if (over) {
         auto it = last_shed_ms_.find(c.id);
         if (it == last_shed_ms_.end() || now - it->second >= kShedEveryMs) {
           ci.state = CollectorState::kOverloaded;
@@ -555,9 +565,26 @@ void Coordinator::Assign(std::shared_ptr<TickState> tick) {
   }
   auto a = ComputeAssignment(collectors, tasks);
   if (!a.ok()) return FinishTick(a.status().WithContext("assign"));
+  // A collector that shed counts from now on with the weight whose share is the load it kept
+  // (w' = L * W_others / (T - L)), so the next rebalance does not hand its tasks back.
+  double total_cost = 0, other_weight = 0;
+  for (const auto& l : a->loads) total_cost += l.load;
   for (const auto& c : tick->collectors) {
     for (const auto& o : tick->events.overloaded) {
-      if (o == c.name) last_shed_ms_[c.id] = now;
+      if (o != c.name) continue;
+      last_shed_ms_[c.id] = now;
+      other_weight = 0;
+      double kept = 0;
+      for (const auto& l : a->loads) {
+        if (l.id == c.id) {
+          kept = l.load;
+        } else if (l.state == CollectorState::kActive) {
+          other_weight += l.weight;
+        }
+      }
+      if (kept > 0 && total_cost > kept && other_weight > 0 && c.weight > 0) {
+        weight_factor_[c.id] = std::min(1.0, kept * other_weight / (total_cost - kept) / c.weight);
+      }
     }
   }
   tick->events.orphaned = a->orphaned.size();

@@ -159,6 +159,9 @@ class Coordinator {
   // Collector id -> loop time (ms) of its last shedding: an overloaded collector sheds at most
   // once per kShedEveryMs, so that the load it gave away can show in its lag first.
   std::map<CollectorId, uint64_t> last_shed_ms_;
+  // Collector id -> share of its weight it counts with after shedding (< 1; recovers 1% per
+  // tick once its lag is back under the threshold), so that shed tasks do not flow back.
+  std::map<CollectorId, double> weight_factor_;
   size_t last_unassigned_ = 0;
   uint64_t registry_up_since_ms_ = 0;  // loop time of the last registry (re)connection
 };

@@ -352,6 +352,25 @@ def test_nonsense_rows(ctx):
     check("assign: 1 move (1 new task)" in p.stderr()[log_from:], "no 'assign: 1 move' line")
 
 
+def test_overloaded_sheds(ctx):
+    leader = ctx.leaders()[0]
+    p = ctx.coords[leader]
+    before = ctx.placements()
+    mine = {t for t, (c, _g) in before.items() if c == "c3"}
+    log_from = len(p.stderr())
+    # c3 reports an event-loop lag p99 above overload_lag_ms (500 ms by default).
+    ctx.sql("UPDATE collectors SET load = '{\"lag_p99_ms\": 900}' WHERE name = 'c3'")
+    wait_until(lambda: "collector c3 overloaded" in p.stderr()[log_from:], 5, "c3 sheds")
+    time.sleep(3)  # a few more ticks: what c3 shed must not flow back
+    after = ctx.placements()
+    moved = {t for t in before if after.get(t, (None,))[0] != before[t][0]}
+    say(f"c3 overloaded: {len(moved)} of its {len(mine)} tasks moved")
+    check(moved and moved <= mine, f"moved {sorted(moved)}; c3 had {sorted(mine)}")
+    check(0.05 * len(mine) <= len(moved) <= 0.15 * len(mine) + 1,
+          f"shed {len(moved)} of {len(mine)} (about 10% expected, and kept off c3)")
+    ctx.sql("UPDATE collectors SET load = '{\"lag_p99_ms\": 1}' WHERE name = 'c3'")
+
+
 def test_no_secret_in_logs(ctx):
     for name, p in ctx.coords.items():
         check(PASSWORD not in p.stderr() and PASSWORD not in p.stdout(),
@@ -378,6 +397,7 @@ def test_check_config(ctx):
 
 if __name__ == "__main__":
     sys.exit(run_checks([test_start_together, test_weighted_shares, test_collector_dies,
-                         test_leader_killed, test_nonsense_rows, test_no_secret_in_logs,
+                         test_leader_killed, test_nonsense_rows, test_overloaded_sheds,
+                         test_no_secret_in_logs,
                          test_check_config],
                         setup=setup, teardown=teardown, limit_s=120))
