@@ -454,8 +454,11 @@ def test_server_restart(ctx):
             ctx.pg.start()
             up = time.monotonic()
             connects = len([s for s in bg.run().states if s["state"] == "connected"])
-            wait_until(lambda: len([s for s in bg.run().states if s["state"] == "connected"])
-                       > connects, 20, "reconnected")
+            try:
+                wait_until(lambda: len([s for s in bg.run().states if s["state"] == "connected"])
+                           > connects, 20, "reconnected")
+            except Failure as e:  # say what the target went through meanwhile
+                raise Failure(f"{e}\n{bg.run().describe()}") from None
             took = time.monotonic() - up
             ticks = len(bg.run().ticks)
             wait_until(lambda: len(bg.run().ticks) >= ticks + 2, 10, "ticks after restart")
