@@ -441,6 +441,9 @@ def test_server_restart(ctx):
         wait_until(lambda: len(bg.run().ticks) >= 2, 10, "two ticks")
         for how in ("stop", "kill"):
             n_failed = len(bg.run().failures())
+            # Counted before the stop: the target may reconnect before ctx.pg.start() returns
+            # (it did in CI), so a count taken after it would wait for one connect too many.
+            connects = len([s for s in bg.run().states if s["state"] == "connected"])
             t0 = time.monotonic()
             say(f"{how} the server")
             getattr(ctx.pg, how)()
@@ -453,7 +456,6 @@ def test_server_restart(ctx):
             time.sleep(1.5)
             ctx.pg.start()
             up = time.monotonic()
-            connects = len([s for s in bg.run().states if s["state"] == "connected"])
             try:
                 wait_until(lambda: len([s for s in bg.run().states if s["state"] == "connected"])
                            > connects, 20, "reconnected")
