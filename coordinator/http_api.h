@@ -172,8 +172,9 @@ class HttpApi {
  private:
   class Call;
   using Route = std::function<void(const HttpRequest&, Call)>;
-  // kOpen: no token (/metrics); kRead: a token unless open_reads; kWrite: a token.
-  enum class Access { kOpen, kRead, kWrite };
+  // kOpen: no token (/metrics); kRead: a token unless open_reads; kWrite: a token; kAdmin:
+  // a token (users, credential profiles, settings: the admin role once sessions exist).
+  enum class Access { kOpen, kRead, kWrite, kAdmin };
   // Registers a deferred route; auth and request counting are done here.
   void Add(const std::string& method, const std::string& prefix, Access access, Route route);
   void Register();

@@ -156,11 +156,29 @@ constexpr std::string_view kV2MaintenanceApplied = R"sql(
 ALTER TABLE hosts ADD COLUMN maintenance_applied text NOT NULL DEFAULT 'off'
 )sql";
 
+// Versions 3 to 5 are being written in this session (issues 6 and 7); until each is filled in
+// it is a no-op so that the versions stay in order. Nothing has been released with them yet.
+// Version 3: discovery (issue 6).
+constexpr std::string_view kV3Discovery = R"sql(
+SELECT 1
+)sql";
+// Version 4: users' sessions (issue 7).
+constexpr std::string_view kV4Sessions = R"sql(
+SELECT 1
+)sql";
+// Version 5: the admin panel's live events and load history (issue 7).
+constexpr std::string_view kV5Panel = R"sql(
+SELECT 1
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "registry: hosts, services, credential profiles, collectors, tasks, entities, errors, "
         "users, audit log, leader epoch",
      kV1Registry},
     {2, "hosts.maintenance_applied: maintenance changes applied to Zabbix once", kV2MaintenanceApplied},
+    {3, "discovery (placeholder)", kV3Discovery},
+    {4, "sessions (placeholder)", kV4Sessions},
+    {5, "admin panel (placeholder)", kV5Panel},
 };
 
 }  // namespace
