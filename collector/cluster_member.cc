@@ -160,11 +160,13 @@ void ClusterMember::Start() {
 
 void ClusterMember::Register() {
   pg_.Query("register collector",
-            "INSERT INTO collectors (name, weight, address, version, state, last_heartbeat, load) "
-            "VALUES ($1, $2::float8, $3, $4, 'active', now(), $5::jsonb) "
+            "INSERT INTO collectors (name, weight, address, version, protocol, state, last_heartbeat, load) "
+            "VALUES ($1, $2::float8, $3, $4, $6::integer, 'active', now(), $5::jsonb) "
             "ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, version = EXCLUDED.version, "
-            "state = 'active', last_heartbeat = now(), load = EXCLUDED.load RETURNING id, weight",
-            {name_, std::to_string(options_.weight), options_.address, std::string(kVersion), LoadJson()},
+            "protocol = EXCLUDED.protocol, state = 'active', last_heartbeat = now(), load = EXCLUDED.load "
+            "RETURNING id, weight",
+            {name_, std::to_string(options_.weight), options_.address, std::string(kVersion), LoadJson(),
+             std::to_string(kClusterProtocol)},
             [this](Result<pg::Rows> r) {
               if (!r.ok()) {
                 spdlog::warn("[cluster] {}: {}", name_, r.status().message());

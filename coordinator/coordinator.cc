@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "common/config.h"
+#include "trapline/version.h"
 #include "coordinator/migrations.h"
 #include "coordinator/registry_schema.h"
 
@@ -47,7 +48,8 @@ RETURNING c.name, c.state,
 constexpr const char* kCollectorsSql = R"sql(
 SELECT id, name, weight, state,
        CASE WHEN jsonb_typeof(load -> 'lag_p99_ms') = 'number'
-            THEN (load ->> 'lag_p99_ms')::float8 END
+            THEN (load ->> 'lag_p99_ms')::float8 END,
+       protocol
 FROM collectors ORDER BY id
 )sql";
 
@@ -129,6 +131,8 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
   TRAPLINE_ASSIGN_OR_RETURN(o.http.listen, h->GetString("listen", ""));
   TRAPLINE_ASSIGN_OR_RETURN(std::string api_token_file, h->GetString("api_token_file", ""));
   TRAPLINE_ASSIGN_OR_RETURN(o.http.open_reads, h->GetBool("open_reads", false));
+  // H-ui: the admin panel's built files (ui/dist); empty: no panel.
+  TRAPLINE_ASSIGN_OR_RETURN(o.http.ui_dir, h->GetString("ui_dir", ""));
   // Unknown keys first: a misspelt 'registry' is reported as such, not as a missing one.
   TRAPLINE_RETURN_IF_ERROR(root->CheckKnown());
   if (o.name.empty()) o.name = HostName();
@@ -166,6 +170,11 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
                                      ": the token must be at least 16 characters");
     }
     o.http.api_token = line;
+  }
+  if (!o.http.ui_dir.empty()) {
+    if (std::string why = CheckUiDir(o.http.ui_dir); !why.empty()) {
+      return Status::InvalidArgument(root->origin() + ": [http] ui_dir " + why);
+    }
   }
   if (!o.http.listen.empty() && o.http.api_token.empty()) {
     return Status::InvalidArgument(root->origin() +
@@ -209,6 +218,10 @@ Result<std::vector<CollectorRow>> ParseCollectorRows(const pg::Rows& rows) {
       auto lag = ParseDouble(r[4], where + ": load.lag_p99_ms");
       if (lag.ok()) c.lag_p99_ms = *lag;  // a nonsense load report only disables shedding
     }
+    if (r.size() > 5) {
+      TRAPLINE_ASSIGN_OR_RETURN(int64_t protocol, ParseInt(r[5], where + ": protocol"));
+      c.protocol = static_cast<int>(std::clamp<int64_t>(protocol, INT32_MIN, INT32_MAX));
+    }
     out.push_back(std::move(c));
   }
   return out;
@@ -232,6 +245,14 @@ Result<std::vector<TaskRow>> ParseTaskRows(const pg::Rows& rows) {
     out.push_back(t);
   }
   return out;
+}
+
+std::string ProtocolMismatch(const CollectorRow& c, int ours) {
+  if (c.protocol == ours) return "";
+  std::string head = "collector " + c.name + " speaks cluster protocol " + std::to_string(c.protocol) +
+                     " and this coordinator speaks " + std::to_string(ours) + ": ";
+  if (c.protocol < ours) return head + "it is older than the coordinators; upgrade trapline on it";
+  return head + "it is newer than this coordinator; upgrade the coordinators";
 }
 
 std::string MoveSummary(size_t moves, const TickEvents& e) {
@@ -521,6 +542,27 @@ void Coordinator::Assign(std::shared_ptr<TickState> tick) {
     CollectorInfo ci;
     ci.id = c.id;
     ci.weight = c.weight;
+    std::string mismatch = ProtocolMismatch(c, kClusterProtocol);
+    if (!mismatch.empty()) {
+      // It gets no tasks (those it holds move away, as from a draining one); the rest of the
+      // cluster goes on. Said once per collector and protocol, in the log and the errors table.
+      auto [it, fresh] = refused_protocol_.try_emplace(c.id, c.protocol);
+      if (fresh || it->second != c.protocol) {
+        it->second = c.protocol;
+        spdlog::error("[coordinator] {}; it gets no tasks", mismatch);
+        registry_.Query("record protocol mismatch",
+                        "INSERT INTO errors (collector_id, message) VALUES ($1::bigint, $2)",
+                        {std::to_string(c.id), mismatch + "; it gets no tasks"},
+                        [](Result<pg::Rows>) {});
+      }
+      ci.state = CollectorState::kDraining;
+      collectors.push_back(ci);
+      continue;
+    }
+    if (refused_protocol_.erase(c.id) > 0) {
+      spdlog::info("[coordinator] collector {} speaks cluster protocol {} now; it takes tasks again",
+                   c.name, c.protocol);
+    }
     if (c.state == "active") {
       ci.state = CollectorState::kActive;
       ++active;

@@ -71,6 +71,7 @@ struct CollectorRow {
   double weight = 1;
   std::string state;                 // active, draining, dead
   std::optional<double> lag_p99_ms;  // from the load report, when it has a number there
+  int protocol = 0;                  // the cluster protocol it registered with
 };
 
 struct TaskRow {
@@ -83,6 +84,10 @@ struct TaskRow {
 // Rows of "SELECT id, name, weight, state, lag_p99_ms" / "SELECT id, cost, collector_id,
 // generation". A value that does not parse is InvalidArgument naming the row and column.
 Result<std::vector<CollectorRow>> ParseCollectorRows(const pg::Rows& rows);
+
+// Why `c` cannot be given tasks by a coordinator speaking cluster protocol `ours`, or "" when
+// it can. The message says what to do (upgrade which side).
+std::string ProtocolMismatch(const CollectorRow& c, int ours);
 Result<std::vector<TaskRow>> ParseTaskRows(const pg::Rows& rows);
 
 // What happened since the last tick, for the reason in the "assign:" line.
@@ -162,6 +167,9 @@ class Coordinator {
   // Collector id -> share of its weight it counts with after shedding (< 1; recovers 1% per
   // tick once its lag is back under the threshold), so that shed tasks do not flow back.
   std::map<CollectorId, double> weight_factor_;
+  // Collectors refused for their cluster protocol, with the protocol they were refused for
+  // (logged and recorded in the errors table once per collector and protocol).
+  std::map<CollectorId, int> refused_protocol_;
   size_t last_unassigned_ = 0;
   uint64_t registry_up_since_ms_ = 0;  // loop time of the last registry (re)connection
 };

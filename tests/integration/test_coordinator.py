@@ -19,6 +19,9 @@ in for a collector that died. Replace this with real collectors when they join t
                            (same placements, same generations); the restarted one stands by
   test_nonsense_rows       a load report edited into nonsense and impossible weights: refused by
                            the schema or ignored, the leader keeps assigning
+  test_old_protocol        a collector speaking cluster protocol 0, then 99: no tasks (only its
+                           own move), the reason in the log and the errors table; back on 1 it
+                           is eligible again
   test_no_secret_in_logs   the registry password never appears in the coordinators' logs
   test_check_config        --check-config: OK line; a misspelt key names file:line and the key
 """
@@ -41,7 +44,18 @@ from harness import PostgresServer  # noqa: E402
 PASSWORD = "registry-secret-7Qx"
 WEIGHTS = {"c1": 1, "c2": 2, "c3": 3}
 TASKS = 60
-SCHEMA_VERSION = 2  # the last migration in coordinator/migrations.cc
+
+
+def _last_migration() -> int:
+    """The last version listed in coordinator/migrations.cc's kMigrations."""
+    src = os.environ.get("TRAPLINE_SOURCE", os.path.join(os.path.dirname(__file__), "..", ".."))
+    with open(os.path.join(src, "coordinator", "migrations.cc")) as f:
+        text = f.read()
+    listed = text[text.index("kMigrations[] = {"):]
+    return max(int(v) for v in re.findall(r"^\s*\{(\d+), \"", listed, re.M))
+
+
+SCHEMA_VERSION = _last_migration()
 
 
 class Coordinator(BackgroundProc):
@@ -371,6 +385,40 @@ def test_overloaded_sheds(ctx):
     ctx.sql("UPDATE collectors SET load = '{\"lag_p99_ms\": 1}' WHERE name = 'c3'")
 
 
+def test_old_protocol(ctx):
+    """A collector row speaking cluster protocol 0 (an older trapline), then 99 (a newer one):
+    it gets no tasks (its own move, nothing else), a clear error in the log and the errors
+    table, the cluster keeps assigning; back to protocol 1 it takes tasks again."""
+    leader = ctx.leaders()[0]
+    p = ctx.coords[leader]
+    before = ctx.placements()
+    mine = {t for t, (c, _g) in before.items() if c == "c3"}
+    check(mine, f"c3 holds no task to begin with: {before}")
+    log_from = len(p.stderr())
+    ctx.sql("UPDATE collectors SET protocol = 0 WHERE name = 'c3'")
+    wait_until(lambda: not any(c == "c3" for c, _g in ctx.placements().values()), 5,
+               "c3's tasks to move away")
+    after = ctx.placements()
+    moved = {t for t in before if after[t][0] != before[t][0]}
+    check(moved == mine, f"moved {sorted(moved)}; c3 had {sorted(mine)}")
+    log = p.stderr()[log_from:]
+    check("collector c3 speaks cluster protocol 0 and this coordinator speaks 1: it is older "
+          "than the coordinators; upgrade trapline on it; it gets no tasks" in log,
+          f"no protocol error in the log:\n{log[-1500:]}")
+    rows = ctx.sql("SELECT e.message FROM errors e JOIN collectors c ON c.id = e.collector_id "
+                   "WHERE c.name = 'c3' AND e.message LIKE '%cluster protocol 0%'")
+    check(len(rows) == 1, f"errors rows for c3's protocol: {rows}")
+    ctx.sql("UPDATE collectors SET protocol = 99 WHERE name = 'c3'")
+    wait_until(lambda: "upgrade the coordinators" in p.stderr()[log_from:], 5, "protocol 99 said")
+    check(p.alive() and "tick failed" not in p.stderr()[log_from:], lambda: p.output())
+    ctx.sql("UPDATE collectors SET protocol = 1 WHERE name = 'c3'")
+    wait_until(lambda: "collector c3 speaks cluster protocol 1 now" in p.stderr()[log_from:], 5,
+               "c3 back")
+    # The share of a returning collector comes back through normal rebalancing (or shedding
+    # recovery); here it is enough that it is eligible again and nothing failed.
+    check(p.alive(), lambda: p.output())
+
+
 def test_no_secret_in_logs(ctx):
     for name, p in ctx.coords.items():
         check(PASSWORD not in p.stderr() and PASSWORD not in p.stdout(),
@@ -398,6 +446,6 @@ def test_check_config(ctx):
 if __name__ == "__main__":
     sys.exit(run_checks([test_start_together, test_weighted_shares, test_collector_dies,
                          test_leader_killed, test_nonsense_rows, test_overloaded_sheds,
-                         test_no_secret_in_logs,
+                         test_old_protocol, test_no_secret_in_logs,
                          test_check_config],
                         setup=setup, teardown=teardown, limit_s=120))

@@ -58,6 +58,21 @@ TEST_CASE("coordinator: registry rows parse; nonsense is an error naming the row
   CHECK_FALSE(ParseTaskRows(MakeRows({{"9", "-1", std::nullopt, "0"}})).ok());
 }
 
+TEST_CASE("coordinator: a collector speaking another cluster protocol is refused with what to do") {
+  auto c = ParseCollectorRows(MakeRows({{"1", "old", "1", "active", std::nullopt, "0"},
+                                        {"2", "same", "1", "active", std::nullopt, "1"},
+                                        {"3", "new", "1", "active", std::nullopt, "7"}}));
+  REQUIRE(c.ok());
+  CHECK((*c)[0].protocol == 0);
+  CHECK((*c)[2].protocol == 7);
+  CHECK(ProtocolMismatch((*c)[1], 1).empty());
+  std::string old = ProtocolMismatch((*c)[0], 1);
+  CHECK(old.find("collector old speaks cluster protocol 0 and this coordinator speaks 1") == 0);
+  CHECK(old.find("upgrade trapline on it") != std::string::npos);
+  CHECK(ProtocolMismatch((*c)[2], 1).find("upgrade the coordinators") != std::string::npos);
+  CHECK_FALSE(ParseCollectorRows(MakeRows({{"4", "x", "1", "active", std::nullopt, "two"}})).ok());
+}
+
 TEST_CASE("coordinator: the assign line says why") {
   TickEvents e;
   e.left = {"c2"};
