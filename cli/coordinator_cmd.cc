@@ -27,9 +27,10 @@ int RunCoordinator(const CoordinatorFlags& f) {
   }
   if (f.check_config) {
     // The registry URI is not printed: it may hold a password.
-    std::printf("%s: OK, coordinator %s, heartbeat_timeout %gs, overload_lag_ms %g\n",
+    std::printf("%s: OK, coordinator %s, heartbeat_timeout %gs, overload_lag_ms %g%s%s\n",
                 f.config.c_str(), options->name.c_str(), options->heartbeat_timeout_s,
-                options->overload_lag_ms);
+                options->overload_lag_ms, options->http.ui_dir.empty() ? "" : ", admin panel from ",
+                options->http.ui_dir.c_str());
     return 0;
   }
   std::string level = f.log_level.empty() ? options->log_level : f.log_level;

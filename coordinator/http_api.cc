@@ -374,6 +374,7 @@ void HttpApi::Register() {
   Add("PATCH", "/api/v1/services", Access::kWrite, bind(&HttpApi::PatchService));
   Add("GET", "/api/v1/tasks", Access::kRead, bind(&HttpApi::Tasks));
   Add("GET", "/api/v1/errors", Access::kRead, bind(&HttpApi::Errors));
+  RegisterUi();
 }
 
 void HttpApi::Sql(Call call, std::string name, std::string sql, std::vector<pg::Value> params,

@@ -59,7 +59,13 @@ struct HttpApiOptions {
   std::string api_token;     // first line of [http] api_token_file
   bool open_reads = false;   // [http] open_reads: GETs without a token
   std::string actor = "api";  // the audit log's actor for the token's holder
+  // ---- H-ui: the admin panel (issue 7) ----
+  // [http] ui_dir: the built panel (ui/dist) served at "/" (the API's longer prefixes win);
+  // empty: no panel. Checked at config time: a folder with index.html.
+  std::string ui_dir;
 };
+// H-ui: "" when `dir` is a readable folder with an index.html, else what is wrong with it.
+std::string CheckUiDir(const std::string& dir);
 
 // What the coordinator says about itself in /api/v1/status and /metrics.
 struct CoordinatorSelf {
@@ -197,6 +203,10 @@ class HttpApi {
   void PatchService(const HttpRequest& r, Call call);
   void Tasks(const HttpRequest& r, Call call);
   void Errors(const HttpRequest& r, Call call);
+
+  // ---- H-ui: the admin panel's static files (coordinator/http_ui.cc) ----
+  // Serves options_.ui_dir at "/" when set; called from Register().
+  void RegisterUi();
 
   uv_loop_t* loop_;
   pg::Client* registry_;
