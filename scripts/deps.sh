@@ -15,12 +15,18 @@ packages=(
   zabbix-server-pgsql zabbix-frontend-php php-cli php-pgsql zabbix-agent
   # tools used by scripts and benchmarks
   curl procps iproute2 python3
+  # admin panel (ui/: built with Vite from npm) and its browser tests (playwright-core drives
+  # Debian's chromium; never a downloaded browser). npm: see below.
+  nodejs chromium
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Debian's nodejs comes without npm (package npm); NodeSource's nodejs ships npm and conflicts
+# with Debian's npm package: ask for it only when there is no npm command.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
   echo "deps: all ${#packages[@]} packages present"
   exit 0
