@@ -1,0 +1,411 @@
+"""discovery/trapline-discover (the cron script) on this machine, with real PostgreSQL, Redis and
+sshd started by the harness on their own free ports.
+
+  test_dry_run_report     --dry-run under dash: valid JSON in the report format (every field's
+                          type, no unknown field), host facts equal to this machine's, the test's
+                          PostgreSQL (port, data directory, version), Redis (port, version) and
+                          sshd (port); wall time measured and printed (< 3 s as a sanity bound)
+  test_posix_sh           sh -n and dash -n, checkbashisms and shellcheck -s sh when installed
+  test_not_root           run as `nobody`: the socket owners are not visible, the same three
+                          services are still found (process names, command lines, sshd_config)
+                          and a warning says why the report may be incomplete
+  test_hostile_names      a host name with quotes, backslashes, control characters, UTF-8 and an
+                          invalid byte: the JSON stays valid and decodes to what was given
+  test_no_ss              ss not on PATH: non-zero exit, one line naming ss and iproute2
+  test_bad_options        unknown option, missing values, a bad URL, a config file with an
+                          unknown key: exit 2 with a one-line reason
+  test_registry_unreachable  nothing listens at --registry: exit 3, one line
+  test_registry_refuses   a small HTTP server answering 403 {"error": ...}: exit 4 and the
+                          server's reason printed; the request carried the bearer token from
+                          --token-file and a body in the report format (no "warnings")
+  test_enrolment_token    that server answering 201 {"token": ...}: the token stored in
+                          STATE_DIR/token with mode 0600 and sent on the next run instead of the
+                          enrolment secret
+  test_config_file        REGISTRY= / TOKEN_FILE= / STATE_DIR= / HOSTNAME= from --config
+"""
+
+import http.server
+import json
+import ipaddress
+import os
+import pwd
+import shutil
+import stat
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import SOURCE, Failure, check, describe, make_tmp, run, run_checks, say  # noqa: E402
+from harness import PostgresServer, RedisServer, SshServer, free_port  # noqa: E402
+
+SCRIPT = os.path.join(SOURCE, "discovery", "trapline-discover")
+SECRET = "enrol-secret-3b9f1c2d7e"
+HOST_TOKEN = "f" * 16 + "0123456789abcdef" * 3
+
+SERVICE_KEYS = {"kind", "port", "name", "version", "data_directory"}
+HOST_KEYS = {"name", "fqdn", "os", "kernel", "addresses", "cpus", "memory_bytes"}
+
+
+class Ctx:
+    def __init__(self):
+        self.tmp = make_tmp("discovery-script")
+        os.chmod(self.tmp, 0o755)  # `nobody` runs the script from here in test_not_root
+        self.pg = PostgresServer()
+        self.redis = RedisServer()
+        self.ssh = SshServer()
+        for s in (self.pg, self.redis, self.ssh):
+            s.start()
+        say(f"PostgreSQL {self.pg.port} ({self.pg.datadir}), Redis {self.redis.port}, "
+            f"sshd {self.ssh.port}")
+        self.token_file = os.path.join(self.tmp, "enrolment.secret")
+        with open(self.token_file, "w") as f:
+            f.write(SECRET + "\n")
+        os.chmod(self.token_file, 0o600)
+
+    def close(self):
+        for s in (self.ssh, self.redis, self.pg):
+            s.close()
+
+
+def discover(*args, env=None, shell="dash", timeout=30.0, user=None):
+    argv = [shell, SCRIPT, *args]
+    if user:
+        pw = pwd.getpwnam(user)
+        argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"] + argv
+    if env is None:
+        return run(argv, timeout=timeout)
+    say(f"$ {' '.join(str(a) for a in argv)}  (PATH={env.get('PATH')})")
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+def one_line_failure(cp, status, *words):
+    check(cp.returncode == status, lambda: f"want exit {status}: {describe(cp)}")
+    lines = cp.stderr.strip().splitlines()
+    check(len(lines) == 1, lambda: f"want one line on stderr, got {len(lines)}: {describe(cp)}")
+    check(lines[0].startswith("trapline-discover: "), f"no program prefix: {lines[0]!r}")
+    for w in words:
+        check(w in lines[0], f"{w!r} not in {lines[0]!r}")
+    say(f"exit {cp.returncode}: {lines[0]}")
+    return lines[0]
+
+
+def check_schema(report, dry_run=True):
+    """The report format of the contract (what the coordinator's parser accepts)."""
+    allowed = {"version", "script", "host", "services"} | ({"warnings"} if dry_run else set())
+    check(set(report) <= allowed and {"version", "script", "host", "services"} <= set(report),
+          f"top-level keys {sorted(report)}")
+    check(report["version"] == 1, f"version {report['version']!r}")
+    check(report["script"] == "trapline-discover 1.0", f"script {report['script']!r}")
+    host = report["host"]
+    check(set(host) <= HOST_KEYS and "name" in host, f"host keys {sorted(host)}")
+    check(isinstance(host["name"], str) and host["name"], f"host.name {host['name']!r}")
+    for k in ("fqdn", "os", "kernel"):  # the name is sent as given (the registry judges it)
+        if k in host:
+            check(isinstance(host[k], str) and host[k] and
+                  not any(ord(c) < 32 or ord(c) == 127 for c in host[k]), f"host.{k} {host[k]!r}")
+    for k in ("cpus", "memory_bytes"):
+        check(isinstance(host.get(k), int) and host[k] > 0, f"host.{k} {host.get(k)!r}")
+    check(isinstance(host["addresses"], list), "host.addresses is not a list")
+    for a in host["addresses"]:
+        ip = ipaddress.ip_address(a)  # raises on a prefix length or garbage
+        check(not ip.is_loopback, f"loopback address {a} reported")
+    seen = set()
+    for s in report["services"]:
+        check(set(s) <= SERVICE_KEYS, f"service keys {sorted(s)}")
+        check(s["kind"] in ("ssh", "postgresql", "redis", "generic"), f"kind {s}")
+        check(isinstance(s["port"], int) and 1 <= s["port"] <= 65535, f"port {s}")
+        check(("name" in s) == (s["kind"] == "generic"), f"name only for generic: {s}")
+        if "data_directory" in s:
+            check(s["data_directory"].startswith("/"), f"data_directory {s}")
+        key = (s["kind"], s.get("name"), s["port"])
+        check(key not in seen, f"service {key} twice")
+        seen.add(key)
+    if "warnings" in report:
+        check(all(isinstance(w, str) for w in report["warnings"]), "warnings not strings")
+
+
+def service(report, kind, port):
+    found = [s for s in report["services"] if s["kind"] == kind and s["port"] == port]
+    check(found, lambda: f"no {kind} on port {port} in {json.dumps(report['services'])}")
+    return found[0]
+
+
+def pg_version(ctx) -> str:
+    out = subprocess.run([f"{ctx.pg.bindir}/postgres", "--version"], capture_output=True,
+                         text=True).stdout  # "postgres (PostgreSQL) 15.8 (Debian 15.8-...)"
+    return out.split("(PostgreSQL)")[1].split()[0]
+
+
+def redis_version() -> str:
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    return out.split(" v=")[1].split()[0]
+
+
+def check_test_services(ctx, report):
+    pg = service(report, "postgresql", ctx.pg.port)
+    check(pg.get("data_directory") == os.path.realpath(ctx.pg.datadir),
+          f"PostgreSQL data directory {pg.get('data_directory')!r}, want {ctx.pg.datadir}")
+    check(pg.get("version") == pg_version(ctx), f"PostgreSQL version {pg.get('version')!r}, "
+                                                f"want {pg_version(ctx)}")
+    r = service(report, "redis", ctx.redis.port)
+    check(r.get("version") == redis_version(), f"Redis version {r.get('version')!r}")
+    service(report, "ssh", ctx.ssh.port)
+    say(f"found {pg}, {r}, ssh {ctx.ssh.port}")
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_dry_run_report(ctx):
+    times = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        cp = discover("--dry-run")
+        times.append(time.monotonic() - t0)
+        check(cp.returncode == 0, lambda: describe(cp))
+    say("wall time of --dry-run, 5 runs: " + ", ".join(f"{t * 1000:.0f} ms" for t in times) +
+        f" (median {statistics.median(times) * 1000:.0f} ms)")
+    check(statistics.median(times) < 3.0, f"median {statistics.median(times):.2f}s (sanity bound)")
+    report = json.loads(cp.stdout)
+    check_schema(report)
+    check_test_services(ctx, report)
+    host = report["host"]
+    with open("/proc/sys/kernel/hostname") as f:
+        check(host["name"] == f.read().strip(), f"host.name {host['name']!r}")
+    check(host["kernel"] == os.uname().release, f"host.kernel {host['kernel']!r}")
+    with open("/etc/os-release") as f:
+        pretty = [ln.split("=", 1)[1].strip().strip('"') for ln in f
+                  if ln.startswith("PRETTY_NAME=")][0]
+    check(host["os"] == pretty, f"host.os {host['os']!r}, want {pretty!r}")
+    check(host["cpus"] == os.sysconf("SC_NPROCESSORS_ONLN"), f"host.cpus {host['cpus']}")
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) * 1024
+    check(host["memory_bytes"] == mem, f"host.memory_bytes {host['memory_bytes']}, want {mem}")
+    check(host["addresses"], "no address reported")
+    say(f"host {json.dumps(host)}; {len(report['services'])} services; "
+        f"warnings {report.get('warnings', [])}")
+
+
+def test_posix_sh(ctx):
+    for sh in ("sh", "dash"):
+        cp = run([sh, "-n", SCRIPT])
+        check(cp.returncode == 0, lambda: describe(cp))
+    with open(SCRIPT) as f:
+        check(f.readline().strip() == "#!/bin/sh", "the script's first line is not #!/bin/sh")
+    check(os.access(SCRIPT, os.X_OK), f"{SCRIPT} is not executable")
+    for tool, argv in (("checkbashisms", ["checkbashisms", "--posix", SCRIPT]),
+                       ("shellcheck", ["shellcheck", "-s", "sh", SCRIPT])):
+        if shutil.which(tool):
+            cp = run(argv)
+            check(cp.returncode == 0, lambda: describe(cp))
+        else:
+            say(f"{tool} not installed: skipped")
+
+
+def test_not_root(ctx):
+    if os.geteuid() != 0:
+        say("not root: this check needs to switch to `nobody`; skipped")
+        return
+    t0 = time.monotonic()
+    cp = discover("--dry-run", user="nobody")
+    took = time.monotonic() - t0
+    check(cp.returncode == 0, lambda: describe(cp))
+    report = json.loads(cp.stdout)
+    check_schema(report)
+    check_test_services(ctx, report)
+    warnings = " ".join(report.get("warnings", []))
+    check("not running as root" in warnings, f"no warning about the missing owners: {warnings!r}")
+    say(f"as nobody in {took * 1000:.0f} ms; warnings: {report['warnings']}")
+
+
+def test_hostile_names(ctx):
+    name = b'we"ird\\host\x01\t\n\x1f \xc3\xa9 \xe2\x82\xac \xff\xfe end'
+    want = 'we"ird\\host\x01\t\n\x1f \u00e9 \u20ac \ufffd\ufffd end'
+    argv = ["dash", SCRIPT, "--dry-run", "--hostname", name]
+    say(f"$ dash trapline-discover --dry-run --hostname {name!r}")
+    cp = subprocess.run(argv, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    check(cp.returncode == 0, lambda: f"exit {cp.returncode}: {cp.stderr!r}")
+    text = cp.stdout.decode("utf-8")  # strict: invalid UTF-8 would raise here
+    report = json.loads(text)
+    check(report["host"]["name"] == want, f"name {report['host']['name']!r}, want {want!r}")
+    check_schema(report)
+    say(f"name came back as {report['host']['name']!r}")
+
+
+def path_without(tmp, missing):
+    """A PATH folder with links to the tools the script uses, except `missing`."""
+    d = os.path.join(tmp, f"path-without-{missing}")
+    os.makedirs(d, exist_ok=True)
+    for tool in ("ss", "ip", "awk", "sed", "tr", "cut", "head", "readlink", "hostname", "timeout",
+                 "od", "sleep", "curl", "logger", "mkdir", "mv", "chmod", "rm", "getconf",
+                 "uname", "redis-server", "dash", "sh"):
+        p = shutil.which(tool)
+        if tool != missing and p and not os.path.exists(os.path.join(d, tool)):
+            os.symlink(p, os.path.join(d, tool))
+    return d
+
+
+def test_no_ss(ctx):
+    env = dict(os.environ, PATH=path_without(ctx.tmp, "ss"))
+    cp = discover("--dry-run", env=env, shell="/bin/dash")
+    one_line_failure(cp, 1, "ss", "iproute2")
+    check(cp.stdout == "", f"a report was printed anyway: {cp.stdout[:200]!r}")
+
+
+def test_bad_options(ctx):
+    one_line_failure(discover("--frobnicate"), 2, "unknown option '--frobnicate'")
+    one_line_failure(discover("--registry"), 2, "--registry needs a value")
+    one_line_failure(discover("--registry", "ftp://x", "--token-file", ctx.token_file), 2,
+                     "http:// or https://")
+    one_line_failure(discover("--jitter", "soon", "--dry-run"), 2, "--jitter")
+    one_line_failure(discover("--config", os.path.join(ctx.tmp, "nope.conf"), "--dry-run"), 2,
+                     "does not exist")
+    conf = os.path.join(ctx.tmp, "bad.conf")
+    with open(conf, "w") as f:
+        f.write("# comment\nREGISTRY=http://127.0.0.1:1\nGONE_AFTER=2\n")
+    one_line_failure(discover("--config", conf, "--dry-run"), 2, f"{conf}:3", "GONE_AFTER")
+    one_line_failure(discover("--registry", "http://127.0.0.1:1", "--config", "/dev/null"), 2,
+                     "no token", "--token-file")
+    cp = discover("--help")
+    check(cp.returncode == 0 and "--dry-run" in cp.stdout and "--registry" in cp.stdout,
+          lambda: describe(cp))
+
+
+def test_registry_unreachable(ctx):
+    port = free_port()
+    t0 = time.monotonic()
+    cp = discover("--registry", f"http://127.0.0.1:{port}", "--token-file", ctx.token_file,
+                  "--state-dir", os.path.join(ctx.tmp, "state-unreachable"))
+    took = time.monotonic() - t0
+    line = one_line_failure(cp, 3, "cannot reach the registry", f"127.0.0.1:{port}")
+    check(SECRET not in line, "the secret is in the error line")
+    say(f"failed in {took * 1000:.0f} ms")
+
+
+class FakeRegistry:
+    """An HTTP server answering POST /api/v1/discovery with a chosen status and JSON body, and
+    recording what it was sent (the script's side of the wire contract; the coordinator's
+    own endpoint is tested by test_discovery_api.py)."""
+
+    def __init__(self):
+        self.requests = []
+        self.answers = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.requests.append((self.path, dict(self.headers), body))
+                status, answer = outer.answers.pop(0) if outer.answers else (500, {})
+                text = isinstance(answer, str)
+                data = answer.encode() if text else json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_registry_refuses(ctx):
+    reg = FakeRegistry()
+    try:
+        reason = 'host.name \'x"y\' has a character other than letters, digits and \'._-\''
+        reg.answers.append((403, {"error": reason}))
+        cp = discover("--registry", reg.url + "/", "--token-file", ctx.token_file,
+                      "--state-dir", os.path.join(ctx.tmp, "state-refused"))
+        line = one_line_failure(cp, 4, "answered 403", reason)
+        check("enrolment secret" in line, f"the line does not say which token was used: {line}")
+        check(len(reg.requests) == 1, f"{len(reg.requests)} requests")
+        path, headers, body = reg.requests[0]
+        check(path == "/api/v1/discovery", f"path {path}")
+        check(headers.get("Authorization") == f"Bearer {SECRET}", f"headers {headers}")
+        check(headers.get("Content-Type") == "application/json", f"headers {headers}")
+        report = json.loads(body)
+        check_schema(report, dry_run=False)
+        check_test_services(ctx, report)
+        # a 500 with a body that is not JSON: its text is the reason
+        reg.answers.append((500, "database is down"))
+        cp = discover("--registry", reg.url, "--token-file", ctx.token_file,
+                      "--state-dir", os.path.join(ctx.tmp, "state-refused"))
+        one_line_failure(cp, 4, "answered 500", "database is down")
+    finally:
+        reg.close()
+
+
+def test_enrolment_token(ctx):
+    reg = FakeRegistry()
+    state = os.path.join(ctx.tmp, "state-enrol")
+    try:
+        reg.answers.append((201, {"host": "vm", "token": HOST_TOKEN, "enrolled": True}))
+        cp = discover("--registry", reg.url, "--token-file", ctx.token_file, "--state-dir", state)
+        check(cp.returncode == 0, lambda: describe(cp))
+        check("enrolled" in cp.stdout, lambda: describe(cp))
+        token_path = os.path.join(state, "token")
+        with open(token_path) as f:
+            check(f.read().strip() == HOST_TOKEN, "stored token differs")
+        mode = stat.S_IMODE(os.stat(token_path).st_mode)
+        check(mode == 0o600, f"token file mode {oct(mode)}")
+        check(HOST_TOKEN not in cp.stdout + cp.stderr, "the token was printed")
+        say(f"stored {token_path} mode {oct(mode)}; {cp.stdout.strip()}")
+        reg.answers.append((200, {"host": "vm", "services": 3, "enrolled": False}))
+        cp = discover("--registry", reg.url, "--token-file", ctx.token_file, "--state-dir", state)
+        check(cp.returncode == 0, lambda: describe(cp))
+        check(reg.requests[1][1].get("Authorization") == f"Bearer {HOST_TOKEN}",
+              f"second report sent {reg.requests[1][1].get('Authorization')!r}")
+        say(cp.stdout.strip())
+        # a refused host token: the line says which file to remove
+        reg.answers.append((401, {"error": "unknown or revoked host token"}))
+        cp = discover("--registry", reg.url, "--token-file", ctx.token_file, "--state-dir", state)
+        one_line_failure(cp, 4, "answered 401", "unknown or revoked host token", token_path)
+        # a 201 whose token could break the header is refused, nothing stored
+        state2 = os.path.join(ctx.tmp, "state-enrol-bad")
+        reg.answers.append((201, {"host": "vm", "token": "abc\r\nX-Evil: 1", "enrolled": True}))
+        cp = discover("--registry", reg.url, "--token-file", ctx.token_file, "--state-dir", state2)
+        one_line_failure(cp, 4, "token")
+        check(not os.path.exists(os.path.join(state2, "token")), "a bad token was stored")
+    finally:
+        reg.close()
+
+
+def test_config_file(ctx):
+    reg = FakeRegistry()
+    state = os.path.join(ctx.tmp, "state-config")
+    conf = os.path.join(ctx.tmp, "discover.conf")
+    with open(conf, "w") as f:
+        f.write(f"# trapline-discover\nREGISTRY = \"{reg.url}\"\nTOKEN_FILE={ctx.token_file}\n"
+                f"STATE_DIR='{state}'\n\nHOSTNAME=db-conf-01\n")
+    try:
+        reg.answers.append((200, {"host": "db-conf-01", "services": 3, "enrolled": False}))
+        cp = discover("--config", conf)
+        check(cp.returncode == 0, lambda: describe(cp))
+        _, headers, body = reg.requests[0]
+        check(headers.get("Authorization") == f"Bearer {SECRET}", f"headers {headers}")
+        report = json.loads(body)
+        check(report["host"]["name"] == "db-conf-01", f"host {report['host']}")
+        say(cp.stdout.strip())
+    finally:
+        reg.close()
+
+
+CHECKS = [test_dry_run_report, test_posix_sh, test_not_root, test_hostile_names, test_no_ss,
+          test_bad_options, test_registry_unreachable, test_registry_refuses,
+          test_enrolment_token, test_config_file]
+
+if __name__ == "__main__":
+    sys.exit(run_checks(CHECKS, setup=Ctx, teardown=lambda c: c.close(), limit_s=120))
