@@ -262,6 +262,8 @@ def test_bad_options(ctx):
     one_line_failure(discover("--registry", "ftp://x", "--token-file", ctx.token_file), 2,
                      "http:// or https://")
     one_line_failure(discover("--jitter", "soon", "--dry-run"), 2, "--jitter")
+    one_line_failure(discover("--registry", "https://127.0.0.1:1", "--token-file", ctx.token_file,
+                              "--cacert", os.path.join(ctx.tmp, "no-ca.pem")), 2, "CA file")
     one_line_failure(discover("--config", os.path.join(ctx.tmp, "nope.conf"), "--dry-run"), 2,
                      "does not exist")
     conf = os.path.join(ctx.tmp, "bad.conf")
