@@ -10,7 +10,9 @@ sshd started by the harness on their own free ports.
                           services are still found (process names, command lines, sshd_config)
                           and a warning says why the report may be incomplete
   test_hostile_names      a host name with quotes, backslashes, control characters, UTF-8 and an
-                          invalid byte: the JSON stays valid and decodes to what was given
+                          invalid byte, and a PostgreSQL whose data directory has a quote, a
+                          backslash, a space and UTF-8: the JSON stays valid and decodes to what
+                          was given
   test_no_ss              ss not on PATH: non-zero exit, one line naming ss and iproute2
   test_bad_options        unknown option, missing values, a bad URL, a config file with an
                           unknown key: exit 2 with a one-line reason
@@ -234,6 +236,18 @@ def test_hostile_names(ctx):
     check(report["host"]["name"] == want, f"name {report['host']['name']!r}, want {want!r}")
     check_schema(report)
     say(f"name came back as {report['host']['name']!r}")
+    # a real PostgreSQL whose data directory has a quote, a backslash, a space and UTF-8
+    pg = PostgresServer(dir=os.path.join(ctx.tmp, 'pg "odd\\ dir\u00e9'))
+    try:
+        pg.start()
+        cp = discover("--dry-run")
+        check(cp.returncode == 0, lambda: describe(cp))
+        got = service(json.loads(cp.stdout), "postgresql", pg.port)
+        check(got.get("data_directory") == pg.datadir,
+              f"data directory {got.get('data_directory')!r}, want {pg.datadir!r}")
+        say(f"odd data directory came back as {got['data_directory']!r}")
+    finally:
+        pg.close()
 
 
 def path_without(tmp, missing):
