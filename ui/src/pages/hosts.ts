@@ -28,6 +28,7 @@ export function hostsPage(root: HTMLElement, _p: string[], query: URLSearchParam
   const inflight = new Set<number>();
   const selected = new Set<string>();
   let lastClicked = -1;
+  let rendered = new Map<number, { r: HostRow | undefined; el: HTMLElement }>();
   let loadError = "";
 
   // ---- controls ----
@@ -103,7 +104,10 @@ export function hostsPage(root: HTMLElement, _p: string[], query: URLSearchParam
       if (g === gen) loadError = errorText(e);
     } finally {
       inflight.delete(page);
-      if (g === gen) render();
+      if (g === gen) {
+        render();
+        if (!loadError) ensureLoaded();  // the total may have grown into the viewport
+      }
     }
   }
   function visibleRange(): [number, number] {
@@ -139,6 +143,8 @@ export function hostsPage(root: HTMLElement, _p: string[], query: URLSearchParam
     pages = new Map();
     stale = new Map();
     inflight.clear();
+    rowsBox.replaceChildren();
+    rendered = new Map();
     total = 0;
     viewport.scrollTop = 0;
     void load(0);
@@ -148,15 +154,28 @@ export function hostsPage(root: HTMLElement, _p: string[], query: URLSearchParam
   function render(): void {
     spacer.style.height = `${total * kRow}px`;
     count.textContent = `${total} host${total === 1 ? "" : "s"}`;
+    // Keyed by index: a row whose data did not change keeps its element (and the keyboard
+    // focus inside it); rows scrolled away are removed, new ones appended (they are absolutely
+    // placed, so order does not matter).
     const [a, b] = visibleRange();
-    const nodes: HTMLElement[] = [];
+    const next = new Map<number, { r: HostRow | undefined; el: HTMLElement }>();
     for (let i = a; i <= b && i < total; i++) {
       const r = row(i);
+      const old = rendered.get(i);
+      if (old && old.r === r && r) {
+        const on = selected.has(r.name);
+        old.el.classList.toggle("selected", on);
+        (old.el.querySelector("input[type=checkbox]") as HTMLInputElement).checked = on;
+        next.set(i, old);
+        continue;
+      }
       const el = r ? hostRow(r, i) : h("div", { class: "hrow loading" }, h("span"), h("span", { class: "muted" }, "…"));
       el.style.top = `${i * kRow}px`;  // CSSOM, not a style attribute: allowed by the CSP
-      nodes.push(el);
+      next.set(i, { r, el });
     }
-    rowsBox.replaceChildren(...nodes);
+    for (const [i, old] of rendered) if (next.get(i)?.el !== old.el) old.el.remove();
+    for (const [i, cur] of next) if (rendered.get(i)?.el !== cur.el) rowsBox.appendChild(cur.el);
+    rendered = next;
     mount(empty, loadError ? h("div", { class: "error-box", role: "alert" }, loadError)
       : total === 0 && !inflight.size ? h("p", { class: "muted" }, "No host matches.") : null);
     selInfo.textContent = `${selected.size} selected`;

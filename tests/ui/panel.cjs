@@ -1,0 +1,259 @@
+// The admin panel's browser scenarios (issue 7's tests), one per run:
+//   node tests/ui/panel.cjs SCENARIO '{"json": "args"}'
+// tests/integration/test_ui.py starts a registry, Zabbix, a coordinator serving the panel, a
+// collector and targets, then runs these and checks Zabbix and the registry itself.
+
+const { env, check, say, launch, login, shot, apiAsToken, waitFor, main, withPanel } = require("./lib.cjs");
+
+const hostRow = (page, name) => page.locator(`.hrow[data-host="${name}"]`);
+
+async function markNoReload(page) {
+  await page.evaluate(() => { window.__trapline_no_reload = 1; });
+}
+async function checkNoReload(page) {
+  check(await page.evaluate(() => window.__trapline_no_reload === 1), "the page was reloaded");
+}
+
+const scenarios = {
+  // Wrong password: the server's error text shown; right one: the hosts page, with the user.
+  // The session cookie is HttpOnly (scripts cannot read it).
+  async login() {
+    const b = await launch(1280);
+    try {
+      await b.page.goto(env.url + "#/hosts");
+      await b.page.waitForURL(/#\/login/);  // no session: to the login page
+      await b.page.getByLabel("User").fill(env.user);
+      await b.page.getByLabel("Password").fill("not-the-password");
+      await b.page.getByRole("button", { name: "Log in" }).click();
+      const err = await b.page.locator("[data-test=login-error] .error-box").textContent();
+      check(err && err.length > 3, `no error shown for a wrong password: ${err}`);
+      say(`wrong password: "${err}"`);
+      await b.page.getByLabel("Password").fill(env.password);
+      await b.page.getByRole("button", { name: "Log in" }).click();
+      await b.page.locator("[data-test=user]").waitFor();
+      check(/#\/hosts/.test(b.page.url()), `after login at ${b.page.url()}`);
+      const who = await b.page.locator("[data-test=user]").textContent();
+      check(who.includes(env.user), `user shown: ${who}`);
+      const cookies = await b.context.cookies();
+      const sess = cookies.find((c) => c.name === "trapline_session");
+      check(sess && sess.httpOnly && sess.sameSite === "Strict", `session cookie ${JSON.stringify(sess)}`);
+      check(!(await b.page.evaluate(() => document.cookie)).includes("trapline_session"), "cookie readable by scripts");
+      check(b.problems.length === 0, b.problems.join("; "));
+      return { error_text: err, user: who };
+    } finally {
+      await b.browser.close();
+    }
+  },
+
+  // Discovery page: one click monitors the host and all its services; its page then turns ok.
+  async monitor_discovered({ host }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + "#/discovery");
+      const row = page.locator(`tr[data-host="${host}"]`);
+      await row.waitFor();
+      const t0 = Date.now();
+      await row.getByRole("button", { name: /monitor/i }).click();
+      await row.waitFor({ state: "detached" });
+      say(`${host} left the discovery list ${Date.now() - t0} ms after the click`);
+      await page.goto(env.url + `#/hosts/${encodeURIComponent(host)}`);
+      await markNoReload(page);
+      await page.locator("[data-test=enabled]", { hasText: "yes" }).waitFor();
+      await page.locator(".page-header .badge[data-status=ok]").waitFor({ timeout: 60000 });
+      const ok_ms = Date.now() - t0;
+      await checkNoReload(page);
+      const services = await page.locator("[data-test=services] tbody tr").count();
+      say(`${host}: status ok on its page ${ok_ms} ms after the click (no reload), ${services} services`);
+      return { ok_ms, services };
+    });
+  },
+
+  // A change made elsewhere (the API with the bearer token) shows on the hosts page within 2 s.
+  async live_status({ host }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + `#/hosts?q=${encodeURIComponent(host)}`);
+      const row = hostRow(page, host);
+      await row.waitFor();
+      await markNoReload(page);
+      const before = await row.locator(".badge").getAttribute("data-status");
+      const until = new Date(Date.now() + 3600e3).toISOString().replace(/\.\d+Z$/, "Z");
+      const t0 = Date.now();
+      await apiAsToken("PUT", `/api/v1/hosts/${encodeURIComponent(host)}/maintenance`, { until });
+      await row.locator('.badge[data-status="maintenance"]').waitFor({ timeout: 10000 });
+      const on_ms = Date.now() - t0;
+      const t1 = Date.now();
+      await apiAsToken("DELETE", `/api/v1/hosts/${encodeURIComponent(host)}/maintenance`);
+      await row.locator(`.badge[data-status="${before}"]`).waitFor({ timeout: 10000 });
+      const off_ms = Date.now() - t1;
+      await checkNoReload(page);
+      const live = await page.locator("[data-test=live]").textContent();
+      say(`${host}: ${before} -> maintenance shown after ${on_ms} ms, back to ${before} after ${off_ms} ms (stream: ${live})`);
+      check(on_ms < 2000 && off_ms < 2000, `a status change took ${on_ms}/${off_ms} ms to show (limit 2000)`);
+      return { on_ms, off_ms, stream: live };
+    });
+  },
+
+  // Hosts page: select hosts, Maintenance on with an end time, confirm.
+  async bulk_maintenance({ hosts, q }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + `#/hosts?q=${encodeURIComponent(q)}`);
+      for (const h of hosts) {
+        await hostRow(page, h).getByRole("checkbox").check();
+      }
+      const sel = await page.locator("[data-test=selected]").textContent();
+      check(sel.startsWith(`${hosts.length} selected`), `selection: ${sel}`);
+      await page.getByRole("toolbar").getByRole("button", { name: "Maintenance on" }).click();
+      const dlg = page.locator("dialog[open]");
+      await dlg.waitFor();
+      await shot(page, "hosts-bulk-maintenance-dialog");
+      await dlg.locator("[data-test=confirm]").click();
+      await page.locator(".toast.ok", { hasText: "maintenance on" }).waitFor();
+      for (const h of hosts) {
+        await hostRow(page, h).locator('.badge[data-status="maintenance"]').waitFor({ timeout: 10000 });
+      }
+      say(`${hosts.length} hosts in maintenance from the hosts page`);
+      return { hosts };
+    });
+  },
+
+  // Host page: Clone onto new names.
+  async clone({ host, to }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + `#/hosts/${encodeURIComponent(host)}`);
+      await page.locator("[data-test=services]").waitFor();
+      const plugins = await page.locator("[data-test=services] tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-plugin")));
+      await page.getByRole("button", { name: "Clone" }).click();
+      const dlg = page.locator("dialog[open]");
+      await dlg.getByLabel(/New host names/).fill(to.join(", "));
+      await dlg.locator("[data-test=confirm]").click();
+      await page.locator(".ok-box", { hasText: "Cloned onto" }).waitFor();
+      await page.locator(".ok-box a", { hasText: to[0] }).click();
+      await page.locator(".page-header h1", { hasText: to[0] }).waitFor();
+      await page.locator("[data-test=services]").waitFor();
+      const cloned = await page.locator("[data-test=services] tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-plugin")));
+      check(JSON.stringify(cloned) === JSON.stringify(plugins), `clone's services ${cloned} vs ${plugins}`);
+      say(`${host} cloned onto ${to.join(", ")}: services ${cloned.join(", ")}`);
+      return { plugins: cloned };
+    });
+  },
+
+  // Host page: the service's credential profile changed to one with a wrong password; the
+  // error shows on the page by itself (live), without a reload.
+  async wrong_credential({ host, plugin, profile }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + `#/hosts/${encodeURIComponent(host)}`);
+      const row = page.locator(`[data-test=services] tr[data-plugin="${plugin}"]`);
+      await row.locator('.badge[data-status="ok"]').waitFor({ timeout: 60000 });
+      await markNoReload(page);
+      const t0 = Date.now();
+      await row.getByRole("combobox").selectOption(profile);
+      await page.locator(".toast.ok", { hasText: `credentials ${profile}` }).waitFor();
+      await page.locator(`[data-test=services] tr[data-plugin="${plugin}"] .badge[data-status="error"]`).waitFor({ timeout: 30000 });
+      const err = await waitFor(async () => (await page.locator(`[data-test=services] tr[data-plugin="${plugin}"] [data-test=service-error]`).textContent()).trim(), 10000, "the service's error text");
+      const ms = Date.now() - t0;
+      await checkNoReload(page);
+      await shot(page, "host-wrong-credential");
+      say(`${host}/${plugin}: error shown ${ms} ms after the change, without reload: "${err}"`);
+      return { error: err, ms };
+    });
+  },
+
+  // Add host: the probe ("Test connection") before saving; then the host's page.
+  async add_host({ name, address, port }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + "#/add");
+      await page.getByLabel("Name (the Zabbix host name)").fill(name);
+      await page.getByLabel("Address").fill(address);
+      const row = page.locator("form.add tbody tr").first();
+      await row.getByLabel("plugin").selectOption("redis");
+      await row.getByLabel("port").fill(String(port));
+      await row.getByRole("button", { name: "Test connection" }).click();
+      const result = row.locator("[data-test=probe-result]");
+      await result.locator(".badge").waitFor({ timeout: 30000 });
+      const text = (await result.textContent()).trim();
+      check(await result.locator('.badge[data-status="ok"]').count() === 1, `probe: ${text}`);
+      await page.getByRole("button", { name: "Save host" }).click();
+      await page.locator(".page-header h1", { hasText: name }).waitFor();
+      await page.locator(`[data-test=services] tr[data-plugin="redis"]`).waitFor();
+      say(`probe before saving: "${text}"; ${name} saved with its redis service`);
+      return { probe: text };
+    });
+  },
+
+  // Audit page filtered on the user: each action done through the panel, with the user's name.
+  async audit({ actions }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + `#/audit?actor=${encodeURIComponent(env.user)}`);
+      await page.locator("[data-test=audit] tbody tr").first().waitFor();
+      const rows = await page.locator("[data-test=audit] tbody tr").evaluateAll((trs) =>
+        trs.map((tr) => ({ actor: tr.getAttribute("data-actor"), action: tr.getAttribute("data-action"), text: tr.textContent })));
+      check(rows.every((r) => r.actor === env.user), `rows of other actors with the actor filter: ${JSON.stringify(rows.filter((r) => r.actor !== env.user))}`);
+      const seen = new Set(rows.map((r) => r.action));
+      const missing = actions.filter((a) => !seen.has(a));
+      check(missing.length === 0, `not in the audit log as ${env.user}: ${missing.join(", ")} (seen: ${[...seen].join(", ")})`);
+      await shot(page, "audit-filtered");
+      say(`audit log as ${env.user}: ${rows.length} rows, actions ${[...seen].join(", ")}`);
+      return { rows: rows.length, actions: [...seen] };
+    });
+  },
+
+  // 5,000+ hosts: the total, only the visible rows in the DOM, the last host reached by
+  // scrolling, a filter typed: all quick.
+  async scale({ last, total_min }) {
+    return withPanel(async (page) => {
+      let t0 = Date.now();
+      await page.goto(env.url + "#/hosts?q=load-");
+      await page.locator(".hrow[data-host]").first().waitFor();
+      const first_ms = Date.now() - t0;
+      const total = Number((await page.locator("[data-test=total]").textContent()).split(" ")[0]);
+      check(total >= total_min, `total ${total}`);
+      const rows_in_dom = await page.locator(".hrow[data-host]").count();
+      t0 = Date.now();
+      await page.locator(".viewport").evaluate((el) => { el.scrollTop = el.scrollHeight; });
+      await hostRow(page, last).waitFor();
+      const last_ms = Date.now() - t0;
+      t0 = Date.now();
+      await page.getByLabel("search hosts").fill("load-0421");
+      await page.locator("[data-test=total]", { hasText: /^10 hosts/ }).waitFor();
+      const filter_ms = Date.now() - t0;
+      say(`${total} hosts: first rows in ${first_ms} ms, ${rows_in_dom} rows in the DOM, ${last} after scrolling to the end in ${last_ms} ms, a typed filter applied in ${filter_ms} ms (250 ms of it is the typing pause)`);
+      return { total, first_ms, rows_in_dom, last_ms, filter_ms };
+    });
+  },
+
+  // Every page at 1280 and 1920 px, written to build/ui-screenshots/.
+  async screenshots({ host }) {
+    const files = [];
+    for (const width of [1280, 1920]) {
+      const b = await launch(width, width === 1280 ? 800 : 1080);
+      try {
+        await b.page.goto(env.url + "#/login");
+        await b.page.getByLabel("User").waitFor();
+        files.push(await shot(b.page, "login"));
+        await login(b.page);
+        const pages = [
+          ["hosts", "#/hosts", ".hrow[data-host]"],
+          ["host", `#/hosts/${encodeURIComponent(host)}`, "[data-test=services]"],
+          ["discovery", "#/discovery", "main table, main .empty"],
+          ["add-host", "#/add", "form.add tbody tr"],
+          ["collectors", "#/collectors", "[data-test=collectors] svg.spark"],
+          ["maintenance", "#/maintenance", "main table, main .empty"],
+          ["audit", "#/audit", "[data-test=audit]"],
+          ["settings", "#/settings", "[data-test=profiles]"],
+        ];
+        for (const [name, hash, ready] of pages) {
+          await b.page.goto(env.url + hash);
+          await b.page.locator(ready).first().waitFor();
+          await b.page.waitForTimeout(300);  // fonts and the last fetches
+          files.push(await shot(b.page, name));
+        }
+        check(b.problems.length === 0, b.problems.join("; "));
+      } finally {
+        await b.browser.close();
+      }
+    }
+    say(`${files.length} screenshots in ${env.shots}`);
+    return { files };
+  },
+};
+
+main(scenarios);
