@@ -18,5 +18,6 @@ Runner AddProbeCommand(CLI::App& app);
 Runner AddSyncCommand(CLI::App& app);
 Runner AddMaintenanceCommand(CLI::App& app);
 Runner AddCoordinatorCommand(CLI::App& app);
+Runner AddUserCommand(CLI::App& app);
 
 }  // namespace trapline::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   add(trapline::cli::AddSyncCommand(app));
   add(trapline::cli::AddMaintenanceCommand(app));
   add(trapline::cli::AddCoordinatorCommand(app));
+  add(trapline::cli::AddUserCommand(app));
 
   try {
     app.parse(argc, argv);

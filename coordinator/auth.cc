@@ -6,6 +6,8 @@
 #include <cmath>
 #include <mutex>
 
+#include "coordinator/http_api_internal.h"
+
 namespace trapline::coordinator::auth {
 
 namespace {
@@ -225,6 +227,72 @@ std::string SourceAddress(std::string_view peer) {
     return std::string(peer.substr(0, colon));
   }
   return std::string(peer);
+}
+
+// ---- request bodies ---------------------------------------------------------------------------
+
+namespace {
+Result<std::string> GetString(const api::json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_string()) {
+    return Status::InvalidArgument(std::string("'") + key + "' (a string) is required");
+  }
+  return j[key].get<std::string>();
+}
+
+Result<Role> GetRole(const api::json& j) {
+  if (!j["role"].is_string()) return Status::InvalidArgument("'role' must be viewer, operator or admin");
+  return ParseRole(j["role"].get<std::string>());
+}
+}  // namespace
+
+Result<LoginRequest> ParseLogin(std::string_view body) {
+  TRAPLINE_ASSIGN_OR_RETURN(api::json j, api::ParseObject(body, {"user", "password"}));
+  LoginRequest l;
+  TRAPLINE_ASSIGN_OR_RETURN(l.user, GetString(j, "user"));
+  TRAPLINE_ASSIGN_OR_RETURN(l.password, GetString(j, "password"));
+  TRAPLINE_RETURN_IF_ERROR(ValidateUserName(l.user));
+  if (l.password.empty() || l.password.size() > kMaxPasswordBytes ||
+      l.password.find('\0') != std::string::npos) {
+    return Status::InvalidArgument("'password' must be 1 to 1024 bytes without NUL");
+  }
+  return l;
+}
+
+Result<NewUser> ParseNewUser(std::string_view body) {
+  TRAPLINE_ASSIGN_OR_RETURN(api::json j, api::ParseObject(body, {"name", "role", "password"}));
+  NewUser u;
+  TRAPLINE_ASSIGN_OR_RETURN(u.name, GetString(j, "name"));
+  TRAPLINE_RETURN_IF_ERROR(ValidateUserName(u.name));
+  if (!j.contains("role")) return Status::InvalidArgument("'role' is required");
+  TRAPLINE_ASSIGN_OR_RETURN(u.role, GetRole(j));
+  TRAPLINE_ASSIGN_OR_RETURN(u.password, GetString(j, "password"));
+  TRAPLINE_RETURN_IF_ERROR(CheckPasswordPolicy(u.password));
+  return u;
+}
+
+Result<UserPatch> ParseUserPatch(std::string_view body) {
+  TRAPLINE_ASSIGN_OR_RETURN(api::json j, api::ParseObject(body, {"role", "password", "disabled"}));
+  if (j.empty()) return Status::InvalidArgument("nothing to change");
+  UserPatch p;
+  if (j.contains("role")) {
+    TRAPLINE_ASSIGN_OR_RETURN(p.role, GetRole(j));
+  }
+  if (j.contains("password")) {
+    TRAPLINE_ASSIGN_OR_RETURN(p.password, GetString(j, "password"));
+    TRAPLINE_RETURN_IF_ERROR(CheckPasswordPolicy(*p.password));
+  }
+  if (j.contains("disabled")) {
+    TRAPLINE_ASSIGN_OR_RETURN(p.disabled, api::GetBool(j, "disabled"));
+  }
+  return p;
+}
+
+std::string CleanUserAgent(std::string_view ua) {
+  std::string out;
+  for (char c : ua.substr(0, 256)) {
+    out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  }
+  return out;
 }
 
 // ---- login rate limiting ----------------------------------------------------------------------

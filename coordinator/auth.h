@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -94,6 +95,32 @@ std::string_view CookieValue(std::string_view cookie_header, std::string_view na
 bool OriginMatchesHost(std::string_view origin, std::string_view host);
 // The address of "127.0.0.1:5432" or "[::1]:5432" without the port.
 std::string SourceAddress(std::string_view peer);
+
+// ---- request bodies (checked for shape, known fields only) ----------------------------------
+
+struct LoginRequest {
+  std::string user;
+  std::string password;  // at most 1024 bytes, no NUL (the policy's length minimum is not
+                         // checked here: old passwords still log in)
+};
+Result<LoginRequest> ParseLogin(std::string_view body);
+
+struct NewUser {
+  std::string name;
+  Role role = Role::kViewer;
+  std::string password;  // meets CheckPasswordPolicy
+};
+Result<NewUser> ParseNewUser(std::string_view body);
+
+struct UserPatch {
+  std::optional<Role> role;
+  std::optional<std::string> password;  // meets CheckPasswordPolicy
+  std::optional<bool> disabled;
+};
+Result<UserPatch> ParseUserPatch(std::string_view body);
+
+// A User-Agent header as stored with a session: printable ASCII, at most 256 bytes.
+std::string CleanUserAgent(std::string_view ua);
 
 // ---- login rate limiting --------------------------------------------------------------------
 

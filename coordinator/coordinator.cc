@@ -131,6 +131,10 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
   TRAPLINE_ASSIGN_OR_RETURN(o.http.listen, h->GetString("listen", ""));
   TRAPLINE_ASSIGN_OR_RETURN(std::string api_token_file, h->GetString("api_token_file", ""));
   TRAPLINE_ASSIGN_OR_RETURN(o.http.open_reads, h->GetBool("open_reads", false));
+  // H-auth: session cookies (Secure behind TLS) and how long sessions last, in seconds.
+  TRAPLINE_ASSIGN_OR_RETURN(o.http.secure_cookies, h->GetBool("secure_cookies", false));
+  TRAPLINE_ASSIGN_OR_RETURN(o.http.session_idle_s, h->GetDouble("session_idle", 12 * 3600, 60, 30 * 86400));
+  TRAPLINE_ASSIGN_OR_RETURN(o.http.session_max_s, h->GetDouble("session_max", 7 * 86400, 60, 365 * 86400));
   // H-ui: the admin panel's built files (ui/dist); empty: no panel.
   TRAPLINE_ASSIGN_OR_RETURN(o.http.ui_dir, h->GetString("ui_dir", ""));
   // Unknown keys first: a misspelt 'registry' is reported as such, not as a missing one.

@@ -315,6 +315,7 @@ Status HttpApi::Start() {
   so.name = "api";
   so.max_body_bytes = 64 << 10;
   so.max_connections = 256;
+  if (Status st = auth::Init(); !st.ok()) return st;
   server_ = std::make_unique<HttpServer>(loop_, so);
   Register();
   Status st = server_->Listen(options_.listen);
@@ -331,29 +332,31 @@ void HttpApi::Stop() {
 void HttpApi::Add(const std::string& method, const std::string& prefix, Access access,
                   Route route) {
   std::string label = method + " " + prefix;
-  bool needs_token =
-      access == Access::kWrite || access == Access::kAdmin ||
-      (access == Access::kRead && !options_.open_reads);
+  // Who asks (the API token, a session cookie, or nobody where reads are open) and whether
+  // that role may use the route: Authenticate (session_api.cc). The route runs with the
+  // user's name as the audit actor.
   server_->HandleDeferred(
       method, prefix,
-      [this, alive = alive_, label, needs_token, route = std::move(route)](
+      [this, alive = alive_, label, prefix, access, route = std::move(route)](
           const HttpRequest& r, HttpServer::Responder responder) {
-        Call call(this, alive, label, std::move(responder), options_.actor);
-        if (!*alive) return call.Send(Status::Unavailable("stopping"));
-        if (needs_token) {
-          BearerCheck b = CheckBearer(r.Header("authorization"), options_.api_token);
-          if (b != BearerCheck::kOk) {
-            HttpResponse res = HttpResponse::Error(
-                401, b == BearerCheck::kMissing ? "authorization required (Bearer token)"
-                                                : "invalid token");
-            res.headers.emplace_back("www-authenticate", "Bearer realm=\"trapline\"");
-            if (b == BearerCheck::kWrong) {
-              spdlog::warn("[api] {} {} {}: invalid token", r.peer, r.method, r.path);
-            }
-            return call.Send(std::move(res));
-          }
+        if (!*alive) {
+          return Call(this, alive, label, std::move(responder), options_.actor)
+              .Send(Status::Unavailable("stopping"));
         }
-        route(r, call);
+        // The server takes discovery reports' size; every other route 64 KiB.
+        if (r.body.size() > (64 << 10) && prefix != "/api/v1/discovery") {
+          return Call(this, alive, label, std::move(responder), options_.actor)
+              .Send(HttpResponse::Error(413, "request body larger than 64 KiB"));
+        }
+        auto req = std::make_shared<const HttpRequest>(r);
+        Authenticate(req, access,
+                     [this, alive, label, route, req, responder = std::move(responder)](
+                         std::optional<Principal> who, HttpResponse refusal) {
+                       Call call(this, alive, label, responder, who ? who->name : options_.actor);
+                       if (!*alive) return call.Send(Status::Unavailable("stopping"));
+                       if (!who) return call.Send(std::move(refusal));
+                       route(*req, call);
+                     });
       });
 }
 
@@ -374,6 +377,7 @@ void HttpApi::Register() {
   Add("PATCH", "/api/v1/services", Access::kWrite, bind(&HttpApi::PatchService));
   Add("GET", "/api/v1/tasks", Access::kRead, bind(&HttpApi::Tasks));
   Add("GET", "/api/v1/errors", Access::kRead, bind(&HttpApi::Errors));
+  RegisterSessions();
   RegisterUi();
 }
 

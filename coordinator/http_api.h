@@ -51,6 +51,7 @@
 #include "common/http_server.h"
 #include "common/pg_client.h"
 #include "common/status.h"
+#include "coordinator/auth.h"
 
 namespace trapline::coordinator {
 
@@ -59,6 +60,11 @@ struct HttpApiOptions {
   std::string api_token;     // first line of [http] api_token_file
   bool open_reads = false;   // [http] open_reads: GETs without a token
   std::string actor = "api";  // the audit log's actor for the token's holder
+
+  // ---- H-auth: users and sessions (coordinator/session_api.cc, auth.h) ----
+  bool secure_cookies = false;         // [http] secure_cookies: the session cookie gets Secure
+  double session_idle_s = 12 * 3600;   // [http] session_idle: a session unused this long ends
+  double session_max_s = 7 * 86400;    // [http] session_max: and any session this long after login
   // ---- H-ui: the admin panel (issue 7) ----
   // [http] ui_dir: the built panel (ui/dist) served at "/" (the API's longer prefixes win);
   // empty: no panel. Checked at config time: a folder with index.html.
@@ -207,6 +213,42 @@ class HttpApi {
   // ---- H-ui: the admin panel's static files (coordinator/http_ui.cc) ----
   // Serves options_.ui_dir at "/" when set; called from Register().
   void RegisterUi();
+
+  // ---- H-auth: users and sessions (coordinator/session_api.cc) ----
+  //   POST   /api/v1/session        {"user", "password"} -> {"user", "role", "csrf_token"} + cookie
+  //   GET    /api/v1/session        the same object (no new token), or 401
+  //   DELETE /api/v1/session        signs out (the session row is deleted, the cookie cleared)
+  //   GET    /api/v1/users[/{name}] (admin) name, role, disabled, last_login, sessions
+  //   POST   /api/v1/users          (admin) {"name", "role", "password"}
+  //   PATCH  /api/v1/users/{name}   (admin) {"role"?, "password"?, "disabled"?}
+  //   DELETE /api/v1/users/{name}   (admin); the last enabled admin cannot be demoted,
+  //                                 disabled or deleted (409)
+  // Who a request comes from, once authenticated (Add() does it for every route).
+  struct Principal {
+    std::string name;                        // the user's name; options_.actor for the token
+    auth::Role role = auth::Role::kViewer;
+    bool session = false;                    // by session cookie (CSRF applies)
+    std::string csrf_token;                  // the session's, when `session`
+  };
+  // Calls done(principal, {}) when `r` may use a route of `access`, else done(nullopt, the
+  // refusal: 401/403/503). Asynchronous for session cookies (a registry query; nothing is
+  // cached, so a deleted session stops working at once). `r` is copied by the caller.
+  using AuthDone = std::function<void(std::optional<Principal>, HttpResponse)>;
+  void Authenticate(std::shared_ptr<const HttpRequest> r, Access access, AuthDone done);
+  // The session of the request's cookie: nullopt when there is none or it ended.
+  void LookupSession(const HttpRequest& r,
+                     std::function<void(Result<std::optional<Principal>>)> done);
+  void RegisterSessions();  // called by Register()
+  void SessionRoute(const HttpRequest& r, Call call);
+  void Login(const HttpRequest& r, Call call);
+  void SessionInfo(const HttpRequest& r, Call call);
+  void Logout(const HttpRequest& r, Call call);
+  void UserRoute(const HttpRequest& r, Call call);
+  void PostUser(const HttpRequest& r, Call call);
+  void PatchUser(const std::string& name, const HttpRequest& r, Call call);
+  void DeleteUser(const std::string& name, Call call);
+  auth::LoginLimiter login_limiter_;
+  std::map<std::string, int> logins_running_;  // source address -> password checks running
 
   uv_loop_t* loop_;
   pg::Client* registry_;

@@ -162,9 +162,40 @@ ALTER TABLE hosts ADD COLUMN maintenance_applied text NOT NULL DEFAULT 'off'
 constexpr std::string_view kV3Discovery = R"sql(
 SELECT 1
 )sql";
-// Version 4: users' sessions (issue 7).
+// Version 4: users' sessions (issue 7). A session is found by the hash of its cookie's token
+// (never the token itself); it ends at expires_at (absolute), after an idle spell (checked
+// against last_seen by the coordinator, whose [http] session_idle may change), at logout, and
+// here, in the database, when its user is disabled, deleted or given a new password: so that
+// `trapline user disable` and the API end them alike.
 constexpr std::string_view kV4Sessions = R"sql(
-SELECT 1
+CREATE TABLE sessions (
+  id bigserial PRIMARY KEY,
+  token_hash text NOT NULL UNIQUE CHECK (token_hash ~ '^[0-9a-f]{64}$'),
+  user_id bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  csrf_token text NOT NULL CHECK (length(csrf_token) >= 32),
+  created_at timestamptz NOT NULL DEFAULT now(),
+  last_seen timestamptz NOT NULL DEFAULT now(),
+  expires_at timestamptz NOT NULL,
+  source text NOT NULL DEFAULT '',
+  user_agent text NOT NULL DEFAULT ''
+);
+CREATE INDEX sessions_user_idx ON sessions (user_id);
+CREATE INDEX sessions_expires_idx ON sessions (expires_at);
+
+ALTER TABLE users
+  ADD COLUMN last_login timestamptz,
+  ADD COLUMN last_login_source text,
+  ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
+
+CREATE FUNCTION trapline_end_user_sessions() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.disabled OR NEW.password_hash IS DISTINCT FROM OLD.password_hash THEN
+    DELETE FROM sessions WHERE user_id = NEW.id;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER users_end_sessions AFTER UPDATE OF disabled, password_hash ON users
+  FOR EACH ROW EXECUTE FUNCTION trapline_end_user_sessions()
 )sql";
 // Version 5: the admin panel's live events and load history (issue 7).
 constexpr std::string_view kV5Panel = R"sql(
@@ -177,7 +208,7 @@ constexpr Migration kMigrations[] = {
      kV1Registry},
     {2, "hosts.maintenance_applied: maintenance changes applied to Zabbix once", kV2MaintenanceApplied},
     {3, "discovery (placeholder)", kV3Discovery},
-    {4, "sessions (placeholder)", kV4Sessions},
+    {4, "sessions: users' login sessions, users.last_login, sessions end with their user", kV4Sessions},
     {5, "admin panel (placeholder)", kV5Panel},
 };
 
