@@ -7,6 +7,7 @@
 // twice without echo when it is a terminal. A password is never printed, logged or put in
 // the audit log; the registry keeps its Argon2id hash only.
 
+#include <pwd.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -169,7 +170,11 @@ Result<std::string> ReadPassword(const UserFlags& f) {
 // The audit log's actor for changes made here.
 std::string Actor() {
   const char* login = std::getenv("USER");
-  return std::string("cli:") + (login && *login ? login : "unknown");
+  if (login == nullptr || *login == '\0') {
+    const passwd* pw = getpwuid(getuid());
+    login = pw != nullptr ? pw->pw_name : "unknown";
+  }
+  return std::string("cli:") + login;
 }
 
 constexpr const char* kAudit =

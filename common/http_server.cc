@@ -541,6 +541,11 @@ struct HttpServer::Core {
       r.headers.emplace_back(Lower(std::string_view(h.name->base, h.name->len)),
                              std::string(h.value.base, h.value.len));
     }
+    // h2o keeps HTTP/1's Host header as the request's authority only; handlers see it as
+    // "host" (the session API compares a browser's Origin with it).
+    if (req->authority.base != nullptr && r.Header("host").empty()) {
+      r.headers.emplace_back("host", std::string(req->authority.base, req->authority.len));
+    }
     if (req->entity.base != nullptr) r.body.assign(req->entity.base, req->entity.len);
     sockaddr_storage ss{};
     if (req->conn->callbacks->get_peername(req->conn, reinterpret_cast<sockaddr*>(&ss)) != 0) {

@@ -499,7 +499,7 @@ void HttpApi::PatchUser(const std::string& name, const HttpRequest& r, Call call
 void HttpApi::DeleteUser(const std::string& name, Call call) {
   Sql(call, "api delete user",
       "WITH old AS (SELECT * FROM users WHERE name = $1 FOR UPDATE), " + std::string(kKeepsAnAdmin) +
-          "false) AS v), "
+          "false AS v), "
           "d AS (DELETE FROM users USING old, ok WHERE users.id = old.id AND ok.v RETURNING "
           "  users.id), "
           "a AS (" + kAudit +
