@@ -202,7 +202,7 @@ secrets_dir = "{self.tmp}/secrets"
         check(p.returncode == 0, f"`trapline user add` is missing: {p.stderr.strip()[:300]}")
         conf = os.path.join(self.tmp, "coordinator.toml")
         p = subprocess.run([trapline_bin(), "user", "add", "--config", conf, "--role", "admin",
-                            "--password-stdin", ADMIN], input=ADMIN_PW + "\n", capture_output=True,
+                            ADMIN], input=ADMIN_PW + "\n", capture_output=True,
                            text=True, timeout=60)
         check(p.returncode == 0, f"trapline user add: {p.returncode} {p.stdout} {p.stderr}")
         check(self.sql_value(f"SELECT role FROM users WHERE name = '{ADMIN}'") == "admin", "admin made")

@@ -86,6 +86,7 @@ const scenarios = {
       const off_ms = Date.now() - t1;
       await checkNoReload(page);
       const live = await page.locator("[data-test=live]").textContent();
+      check(live === "live", `the event stream is not up: "${live}"`);
       say(`${host}: ${before} -> maintenance shown after ${on_ms} ms, back to ${before} after ${off_ms} ms (stream: ${live})`);
       check(on_ms < 2000 && off_ms < 2000, `a status change took ${on_ms}/${off_ms} ms to show (limit 2000)`);
       return { on_ms, off_ms, stream: live };
@@ -151,6 +152,8 @@ const scenarios = {
       const err = await waitFor(async () => (await page.locator(`[data-test=services] tr[data-plugin="${plugin}"] [data-test=service-error]`).textContent()).trim(), 10000, "the service's error text");
       const ms = Date.now() - t0;
       await checkNoReload(page);
+      const live = await page.locator("[data-test=live]").textContent();
+      check(live === "live", `the event stream is not up: "${live}"`);
       await shot(page, "host-wrong-credential");
       say(`${host}/${plugin}: error shown ${ms} ms after the change, without reload: "${err}"`);
       return { error: err, ms };

@@ -11,7 +11,8 @@ export interface Session {
 }
 
 export class ApiError extends Error {
-  constructor(public status: number, message: string) {
+  // `handled`: a 401 that already sent the user to the login page (nothing more to show).
+  constructor(public status: number, message: string, public handled = false) {
     super(message);
   }
 }
@@ -75,6 +76,7 @@ export async function api<T = unknown>(method: string, path: string, body?: unkn
     if (res.status === 401 && path !== "/api/v1/session") {
       session = null;
       onUnauthorized();
+      throw new ApiError(res.status, msg, true);
     }
     throw new ApiError(res.status, msg);
   }

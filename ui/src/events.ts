@@ -51,7 +51,10 @@ function open(): void {
     setUp(true);
     emit({ type: "reconnected" });  // what changed while away is refetched
   };
-  es.onerror = () => {
+  es.onerror = (ev: Event) => {
+    // A server-sent event named "error" (a hint that the errors table changed) is dispatched
+    // as an "error" event too: it has data and the connection is fine.
+    if (ev instanceof MessageEvent && typeof ev.data === "string") return;
     setUp(false);
     if (es.readyState === EventSource.CLOSED && started) {
       if (retry !== undefined) clearTimeout(retry);
@@ -66,9 +69,11 @@ function open(): void {
       data = { type: ev.type };
     }
     if (!data.type) data.type = ev.type;
+    if (es.readyState === EventSource.OPEN) setUp(true);
     emit(data);
   };
   for (const t of kTypes) es.addEventListener(t, handler as EventListener);
+  es.addEventListener("hello", () => setUp(true));
   es.onmessage = handler;
 }
 

@@ -36,7 +36,7 @@ export async function busy<T>(btn: HTMLButtonElement | null, fn: () => Promise<T
   try {
     return await fn();
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) return undefined;  // back to login
+    if (e instanceof ApiError && e.handled) return undefined;  // on its way to the login page
     const msg = errorText(e);
     if (box) mount(box, h("div", { class: "error-box", role: "alert" }, msg));
     else toast(msg, "error");

@@ -25,7 +25,7 @@ export function settingsPage(root: HTMLElement): () => void {
       h("dt", null, "User"), h("dd", null, z.user || "—"),
       h("dt", null, "Frontend URL"), h("dd", { class: "mono" }, z.frontend_url || "— ([zabbix] frontend_url unset: no dashboard links)"),
       h("dt", null, "Host group"), h("dd", null, z.host_group || "—"),
-      h("dd", { class: "muted" }, "Set in the coordinators' configuration ([zabbix]); secrets stay in their files."))
+      h("dt", null, ""), h("dd", { class: "muted" }, "Set in the coordinators' configuration ([zabbix]); secrets stay in their files."))
       : h("p", { class: "muted" }, "The coordinator did not say (GET /api/v1/settings/zabbix failed)."));
   }
 
