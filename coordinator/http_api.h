@@ -23,13 +23,16 @@
 //   GET    /metrics                         Prometheus text; no token needed
 //
 // Rules:
-//  - Auth: until users and sessions exist (issue 7), requests carry `Authorization: Bearer
-//    <token>` equal to the configured token (compared in constant time); without it 401.
-//    Reads need it too unless open_reads. /metrics is open.
+//  - Auth (Add -> Authenticate, session_api.cc): `Authorization: Bearer <token>` equal to the
+//    configured token (constant time; actor "api", every right, no CSRF), or the session
+//    cookie of a signed-in user (looked up in the registry on every request: roles viewer <
+//    operator < admin for kRead/kWrite/kAdmin routes, else 403; POST/PUT/PATCH/DELETE also
+//    need X-CSRF-Token equal to the session's and an Origin, when sent, naming this server).
+//    Without either 401. Reads need neither with open_reads. /metrics is open.
 //  - Input is untrusted: names are checked for length and charset, numbers for range, bodies
 //    for JSON shape; an unknown field is an error. Each failure is a 400 naming the reason,
 //    before anything reaches the registry. SQL only with parameters.
-//  - Every change writes an audit_log row (actor "api" for now) with before/after JSON in the
+//  - Every change writes an audit_log row (actor: the user, or "api") with before/after JSON in the
 //    same statement (so the same transaction) as the change itself.
 //  - Secrets: credential_profiles.secret is never selected; a password in a service's URI is
 //    masked ("redis://u:***@h").

@@ -142,6 +142,42 @@ TEST_CASE("source address without the port") {
   CHECK(SourceAddress("unix") == "unix");
 }
 
+TEST_CASE("request bodies: login, new user, user patch") {
+  auto l = ParseLogin(R"({"user": "alice", "password": "pw"})");
+  REQUIRE(l.ok());
+  CHECK(l->user == "alice");
+  CHECK(l->password == "pw");  // old short passwords still log in
+  CHECK(!ParseLogin(R"({"user": "alice"})").ok());
+  CHECK(!ParseLogin(R"({"user": "alice", "password": ""})").ok());
+  CHECK(!ParseLogin(R"({"user": "alice", "password": 1})").ok());
+  CHECK(!ParseLogin(R"({"user": "al ice", "password": "x"})").ok());
+  CHECK(!ParseLogin(R"({"user": "alice", "password": "x", "remember": true})").ok());
+  CHECK(!ParseLogin(R"({"user": "alice", "password": "a\u0000b"})").ok());
+  CHECK(!ParseLogin("[1]").ok());
+
+  auto u = ParseNewUser(R"({"name": "bob", "role": "operator", "password": "0123456789"})");
+  REQUIRE(u.ok());
+  CHECK(u->role == Role::kOperator);
+  CHECK(!ParseNewUser(R"({"name": "bob", "password": "0123456789"})").ok());
+  CHECK(!ParseNewUser(R"({"name": "bob", "role": "root", "password": "0123456789"})").ok());
+  CHECK(!ParseNewUser(R"({"name": "bob", "role": "viewer", "password": "short"})").ok());
+  CHECK(!ParseNewUser(R"({"name": "<script>", "role": "viewer", "password": "0123456789"})").ok());
+
+  auto p = ParseUserPatch(R"({"disabled": true})");
+  REQUIRE(p.ok());
+  CHECK(p->disabled == true);
+  CHECK(!p->role);
+  CHECK(!p->password);
+  CHECK(!ParseUserPatch("{}").ok());
+  CHECK(!ParseUserPatch(R"({"name": "x"})").ok());
+  CHECK(!ParseUserPatch(R"({"disabled": "yes"})").ok());
+  CHECK(!ParseUserPatch(R"({"password": "short"})").ok());
+  CHECK(ParseUserPatch(R"({"role": "admin", "password": "0123456789"})").ok());
+
+  CHECK(CleanUserAgent("Mozilla/5.0\r\nX: y") == "Mozilla/5.0??X: y");
+  CHECK(CleanUserAgent(std::string(1000, 'a')).size() == 256);
+}
+
 TEST_CASE("login limiter: blocks after N failures, backs off, forgets, stays bounded") {
   LoginLimiter::Options o;
   o.max_failures = 5;
