@@ -22,6 +22,11 @@ Zabbix itself.
                             host and its service are saved
   check_audit               the audit log page filtered on the user shows every action the
                             panel did, with the user's name
+  check_serving             ui_dir at "/": index.html with its CSP, assets; /metrics and /api/v1
+                            keep their routes; nothing outside ui_dir is served
+  check_escaping            HTML in an error message, a group and the audit log is shown as
+                            text: no element made, no script run
+  check_viewer              a viewer sees hosts, a host and settings without any write button
   check_scale               5,000 more hosts: the Hosts page shows the total, renders only the
                             visible rows and reaches the last host by scrolling, quickly
   check_screenshots         every page at 1280 and 1920 px wide in build/ui-screenshots/
@@ -352,6 +357,51 @@ def check_scale(ctx):
     check(r["first_ms"] < 3000 and r["last_ms"] < 3000, r)
 
 
+def check_serving(ctx):
+    """ui_dir at "/" next to the API: the longest prefix keeps /api/v1 and /metrics."""
+    def get(path):
+        try:
+            with urllib.request.urlopen(ctx.url.rstrip("/") + path, timeout=10) as r:
+                return r.status, r.headers.get("content-type", ""), r.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("content-type", ""), e.read().decode(errors="replace")
+    st, ct, body = get("/")
+    check(st == 200 and ct.startswith("text/html") and "Content-Security-Policy" in body, f"/: {st} {ct}")
+    asset = body.split('src="./', 1)[1].split('"', 1)[0]
+    st, ct, _ = get("/" + asset)
+    check(st == 200 and "javascript" in ct, f"/{asset}: {st} {ct}")
+    st, ct, body = get("/metrics")
+    check(st == 200 and ct.startswith("text/plain") and "trapline_coordinator_leader 1" in body, f"/metrics: {st} {ct}")
+    st, _, body = get("/api/v1/hosts")
+    check(st == 401 and "error" in json.loads(body), f"/api/v1/hosts without auth: {st} {body[:200]}")
+    st, _, body = get("/api/v1/no-such-route")
+    check(st == 404, f"/api/v1/no-such-route: {st}")
+    for path in ("/../../etc/passwd", "/.env", "/%2e%2e/%2e%2e/etc/passwd", "/nope.js"):
+        st, _, body = get(path)
+        check(st in (400, 404) and "root:" not in body, f"{path}: {st} {body[:100]}")
+    say(f"/ serves ui/dist (index, {asset}); /metrics and /api/v1 keep their routes; "
+        "no file outside ui_dir")
+
+
+def check_escaping(ctx):
+    payload = '<img src=x onerror="window.__trapline_xss=1"><script>window.__trapline_xss=1</script>'
+    quoted = payload.replace("'", "''")
+    ctx.sql(f"INSERT INTO errors (task_id, message) SELECT t.id, '{quoted}' FROM tasks t "
+            "JOIN services s ON s.id = t.service_id JOIN hosts h ON h.id = s.host_id WHERE h.name = 'ui-auth';"
+            f"UPDATE hosts SET groups = ARRAY['{quoted}'] WHERE name = 'ui-auth';"
+            f"INSERT INTO audit_log (actor, action, object_type, object_id, after) VALUES ('{quoted}', "
+            f"'x.y', 'host', '{quoted}', jsonb_build_object('v', '{quoted}'))")
+    ctx.node("escaping", {"host": "ui-auth", "payload": payload})
+
+
+def check_viewer(ctx):
+    conf = os.path.join(ctx.tmp, "coordinator.toml")
+    p = subprocess.run([trapline_bin(), "user", "add", "--config", conf, "--role", "viewer", "watcher"],
+                       input="viewer-pw-1234567\n", capture_output=True, text=True, timeout=60)
+    check(p.returncode == 0, f"user add viewer: {p.stderr}")
+    ctx.node("viewer", {"user": "watcher", "password": "viewer-pw-1234567", "host": "ui-auth"})
+
+
 def check_screenshots(ctx):
     r = ctx.node("screenshots", {"host": "ui-db01"})
     check(len(r["files"]) == 18 and all(os.path.getsize(f) > 10000 for f in r["files"]), r)
@@ -360,5 +410,6 @@ def check_screenshots(ctx):
 if __name__ == "__main__":
     sys.exit(run_checks([check_login, check_monitor_discovered, check_live_status,
                          check_bulk_maintenance, check_clone, check_wrong_credential, check_add_host,
-                         check_audit, check_scale, check_screenshots],
+                         check_audit, check_serving, check_escaping, check_viewer, check_scale,
+                         check_screenshots],
                         setup=setup, teardown=teardown))

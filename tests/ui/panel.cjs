@@ -223,6 +223,51 @@ const scenarios = {
     });
   },
 
+  // Data is text, never markup: an error message and a group full of HTML show as typed,
+  // nothing runs, no element appears.
+  async escaping({ host, payload }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + `#/hosts/${encodeURIComponent(host)}`);
+      await page.locator("[data-test=errors]").waitFor();
+      const shown = await page.locator("[data-test=errors]").textContent();
+      check(shown.includes(payload), `the payload is not shown as text: ${shown.slice(0, 300)}`);
+      await page.goto(env.url + `#/hosts?q=${encodeURIComponent(host)}`);
+      await hostRow(page, host).waitFor();
+      await page.goto(env.url + "#/audit");
+      await page.locator("[data-test=audit]").waitFor();
+      const injected = await page.evaluate(() => ({
+        xss: window.__trapline_xss === 1,
+        imgs: document.querySelectorAll("main img, main script, main iframe").length,
+      }));
+      check(!injected.xss && injected.imgs === 0, `markup from data became elements: ${JSON.stringify(injected)}`);
+      say(`"${payload}" shown as text on the host page; no element made, nothing ran`);
+      return injected;
+    });
+  },
+
+  // A viewer sees the data but no button that would change it.
+  async viewer({ user, password, host }) {
+    const b = await launch(1280);
+    try {
+      await login(b.page, user, password);
+      await b.page.locator(".hrow[data-host]").first().waitFor();
+      check(await b.page.getByRole("toolbar", { name: "bulk actions" }).count() === 0, "bulk actions shown to a viewer");
+      check(await b.page.getByRole("link", { name: "Add host" }).count() === 1, "nav link");  // the page explains itself
+      await b.page.goto(env.url + `#/hosts/${encodeURIComponent(host)}`);
+      await b.page.locator("[data-test=services]").waitFor();
+      const buttons = await b.page.locator("main button").allTextContents();
+      check(buttons.length === 0, `buttons shown to a viewer on a host page: ${buttons.join(", ")}`);
+      await b.page.goto(env.url + "#/settings");
+      await b.page.locator("[data-test=profiles]").waitFor();
+      check(await b.page.locator("main button").count() === 0, "settings buttons shown to a viewer");
+      check(b.problems.length === 0, b.problems.join("; "));
+      say(`viewer ${user}: hosts, host and settings pages without a single write button`);
+      return {};
+    } finally {
+      await b.browser.close();
+    }
+  },
+
   // Every page at 1280 and 1920 px, written to build/ui-screenshots/.
   async screenshots({ host }) {
     const files = [];

@@ -286,8 +286,19 @@ export function hostsPage(root: HTMLElement, _p: string[], query: URLSearchParam
   for (const c of [plugin, group, text]) c.addEventListener("input", typed);
   status.addEventListener("change", applyFilters);
   const unsub = subscribe((e) => ["host", "service", "error", "task"].includes(e.type), refresh);
+  // "/" jumps to the search box (as in many consoles), unless typing somewhere already.
+  const onKey = (e: KeyboardEvent) => {
+    const t = e.target as HTMLElement;
+    if (e.key === "/" && !["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName) && !document.querySelector("dialog[open]")) {
+      e.preventDefault();
+      text.focus();
+    }
+  };
+  document.addEventListener("keydown", onKey);
+  text.title = "search (press / to jump here)";
   applyFilters();
   return () => {
+    document.removeEventListener("keydown", onKey);
     unsub();
     window.removeEventListener("resize", onResize);
     gen++;
