@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <set>
 
@@ -202,7 +203,26 @@ std::string ClusterMember::LoadJson() {
     }
   }
   json running = json::array();
-  for (const auto& [id, gen] : running_) running.push_back({id, gen});
+  json task_us = json::object();
+  for (const auto& [id, gen] : running_) {
+    running.push_back({id, gen});
+    const TargetBase* t = collector_->FindTarget(TaskTargetId(id));
+    if (t == nullptr) continue;
+    BusyMark& m = busy_mark_[id];
+    uint64_t busy = t->busy_ns();
+    if (m.at_ms == 0 || busy < m.busy_ns) {
+      m = {busy, now};  // a new target for the task starts counting from zero
+    } else if (now - m.at_ms >= kCostWindowMs) {
+      task_us_[id] = static_cast<double>(busy - m.busy_ns) / 1e3 /
+                     (static_cast<double>(now - m.at_ms) / 1e3);
+      m = {busy, now};
+    }
+    if (auto it = task_us_.find(id); it != task_us_.end()) {
+      task_us[std::to_string(id)] = std::round(it->second * 10) / 10;
+    }
+  }
+  std::erase_if(busy_mark_, [this](const auto& kv) { return !running_.count(kv.first); });
+  std::erase_if(task_us_, [this](const auto& kv) { return !running_.count(kv.first); });
   SenderCounters s = collector_->sender_counters();
   json j = {{"lag_p50_ms", lag.p50_ms},
             {"lag_p99_ms", lag.p99_ms},
@@ -211,6 +231,7 @@ std::string ClusterMember::LoadJson() {
             {"tasks", running_.size()},
             {"targets", collector_->Targets().size()},
             {"running", running},
+            {"task_us", task_us},
             {"connections", {{"connected", connected}, {"failing", failing}}},
             {"sender", {{"queued", s.queued}, {"sent", s.sent}, {"rejected", s.rejected},
                         {"spooled", s.spooled}, {"dropped", s.dropped}, {"in_spool", s.in_spool},

@@ -84,6 +84,15 @@ class ClusterMember {
   std::map<int64_t, int64_t> running_;               // task id -> generation
   std::map<int64_t, int64_t> reported_error_clock_;  // task id -> last error clock recorded
   std::map<int64_t, bool> reported_ok_;
+  // Each task's measured cost: its target's busy time (TargetBase::busy_ns) per second of
+  // loop time over windows of kCostWindowMs, reported in the load as "task_us".
+  static constexpr uint64_t kCostWindowMs = 10000;
+  struct BusyMark {
+    uint64_t busy_ns = 0;
+    uint64_t at_ms = 0;
+  };
+  std::map<int64_t, BusyMark> busy_mark_;  // task id -> where its current window started
+  std::map<int64_t, double> task_us_;      // task id -> µs per second in the last window
   std::map<int64_t, std::vector<plugins::Entity>> entities_;  // task -> last set its target gave
   double last_cpu_s_ = 0;
   uint64_t last_cpu_ms_ = 0;

@@ -240,6 +240,7 @@ Status PostgresTarget::WatchSocket(bool readable, bool writable) {
 
 void PostgresTarget::OnSocket(int status, int events) {
   if (conn_ == nullptr) return;
+  BusyScope busy(busy_counter());
   if (status < 0 && phase_ != Phase::kConnecting) {
     // libuv stopped polling this socket. libpq's own read gives the better message.
     if (PQconsumeInput(conn_) != 1) return Failed(ConnectionLost("polling"));

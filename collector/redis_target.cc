@@ -131,8 +131,10 @@ void RedisTarget::Connect() {
   });
   auto* link = new Link(this, loop());
   link->ac = ac;
-  link->watcher = std::make_unique<SocketWatcher>(loop(), ac->c.fd, [link](int status, int events) {
+  link->watcher = std::make_unique<SocketWatcher>(
+      loop(), ac->c.fd, [link, counter = busy_counter()](int status, int events) {
     if (link->ac == nullptr) return;
+    BusyScope busy(counter);
     if (status < 0) {
       // A socket error: let hiredis find it on read.
       redisAsyncHandleRead(link->ac);

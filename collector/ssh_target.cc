@@ -483,6 +483,7 @@ Status SshTarget::StartTcp() {
       uint64_t gen = c->generation;
       c->watcher = std::make_unique<SocketWatcher>(loop(), c->fd, [this, gen](int status, int) {
         if (!conn_ || conn_->generation != gen) return;
+        BusyScope busy(busy_counter());
         // libuv stops polling after an error; while connecting, SO_ERROR tells what it was.
         if (status < 0 && conn_->phase != Phase::kConnecting) {
           Failed(UvError(("SSH session to " + Where() + ": poll").c_str(), status));

@@ -79,6 +79,7 @@ void TargetBase::ArmTimer() {
 
 void TargetBase::OnTimer() {
   if (!state_.connected) return;
+  BusyScope busy(busy_ns_);
   uint64_t now = uv_now(loop_);
   // A tick that never answers is a dead connection.
   if (tick_in_progress_ && now >= tick_deadline_ms_) {

@@ -84,6 +84,10 @@ class TargetBase {
   const TargetConfig& config() const { return config_; }
   // Called after every change of state(): connected, failed, reconnecting.
   void set_on_state(std::function<void(const TargetBase&)> fn) { on_state_ = std::move(fn); }
+  // Loop time spent in this target's callbacks since it was made (ticks and socket events:
+  // requests, replies, parsing, value sets), in nanoseconds: what the task costs its
+  // collector. The cluster reports it per task so that the coordinator can weigh tasks by it.
+  uint64_t busy_ns() const { return *busy_ns_; }
 
  protected:
   // Starts connecting; calls Connected() or Failed() later (or at once).
@@ -106,6 +110,23 @@ class TargetBase {
   void TickDone() { tick_in_progress_ = false; }
 
   uv_loop_t* loop() const { return loop_; }
+
+  // Adds the time until it goes out of scope to the target's busy_ns(). It holds the counter,
+  // not the target: safe when the target is destroyed inside the scope. Two clock reads
+  // (uv_hrtime, vDSO) per callback.
+  class BusyScope {
+   public:
+    explicit BusyScope(std::shared_ptr<uint64_t> counter)
+        : counter_(std::move(counter)), start_(uv_hrtime()) {}
+    ~BusyScope() { *counter_ += uv_hrtime() - start_; }
+    BusyScope(const BusyScope&) = delete;
+    BusyScope& operator=(const BusyScope&) = delete;
+
+   private:
+    std::shared_ptr<uint64_t> counter_;
+    uint64_t start_;
+  };
+  const std::shared_ptr<uint64_t>& busy_counter() const { return busy_ns_; }
   // Ticks are due on a grid of this many milliseconds of loop time: targets whose ticks share
   // a slot tick in the same loop iteration and share its wake-ups.
   static constexpr uint64_t kTickSlotMs = 10;
@@ -135,6 +156,7 @@ class TargetBase {
   bool tick_in_progress_ = false;
   bool connecting_ = false;
   Complainer complainer_{std::chrono::seconds(60)};
+  std::shared_ptr<uint64_t> busy_ns_ = std::make_shared<uint64_t>(0);
 };
 
 }  // namespace trapline

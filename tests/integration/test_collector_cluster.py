@@ -83,7 +83,10 @@ INSERT INTO services (host_id, plugin, port, uri, credential_profile_id, enabled
     def start_coordinator(self, name):
         conf = os.path.join(self.tmp, f"{name}.toml")
         with open(conf, "w") as f:
-            f.write(f'[coordinator]\nname = "{name}"\nregistry = "{self.dsn}"\nheartbeat_timeout = 3\n')
+            # cost_refresh = 0: the shares below are counted in tasks, all of equal declared
+            # cost; refining costs from measurements is test_coordinator's test_costs_refined.
+            f.write(f'[coordinator]\nname = "{name}"\nregistry = "{self.dsn}"\nheartbeat_timeout = 3\n'
+                    'cost_refresh = 0\n')
         self.procs[name] = Proc([trapline_bin(), "coordinator", "--config", conf], self.tmp, name)
 
     def leader(self):
@@ -169,6 +172,16 @@ def check_register_and_share(ctx):
         check(field in load, f"load report lacks {field}: {load}")
     time.sleep(4)  # a few ticks (interval 60 s: values come out at shutdown or hand-over)
     check(set(ctx.running("c1")).isdisjoint(ctx.running("c2")), "a task runs on both collectors")
+    # Each running task's measured cost (µs of loop time per second, 10 s windows).
+    import json
+
+    def task_us(name):
+        return json.loads(ctx.sql_value(f"SELECT load->'task_us' FROM collectors WHERE name = '{name}'") or "{}")
+
+    us = wait_until(lambda: (lambda m: m if sorted(int(k) for k in m) == ctx.running("c2") else None)(task_us("c2")),
+                    15, "c2 to report task_us for each of its tasks")
+    say(f"c2's measured task costs, µs per second: {sorted(us.values())}")
+    check(all(isinstance(v, (int, float)) and 0 < v < 5000 for v in us.values()), f"task_us {us}")
     # Every task's target reported its entities (a Redis with keys in db0 has keyspace db0).
     rows = ctx.sql("SELECT count(DISTINCT task_id) FROM entities WHERE kind = 'keyspace' AND name = 'db0' AND NOT gone")
     check(int(rows[0][0]) == len(HOSTS), f"tasks with entity keyspace/db0: {rows}")
