@@ -137,6 +137,20 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
   TRAPLINE_ASSIGN_OR_RETURN(o.http.session_max_s, h->GetDouble("session_max", 7 * 86400, 60, 365 * 86400));
   // H-ui: the admin panel's built files (ui/dist); empty: no panel.
   TRAPLINE_ASSIGN_OR_RETURN(o.http.ui_dir, h->GetString("ui_dir", ""));
+  // H-panelapi: what the panel's routes need (panel_api.cc): [zabbix] frontend_url for links
+  // to Zabbix dashboards, the Zabbix settings shown (no secrets), how often the leader samples
+  // collectors' load, the registry for the live events' own LISTEN connection.
+  TRAPLINE_ASSIGN_OR_RETURN(o.http.zabbix_frontend_url, z->GetString("frontend_url", ""));
+  if (!o.http.zabbix_frontend_url.empty() && o.http.zabbix_frontend_url.rfind("http://", 0) != 0 &&
+      o.http.zabbix_frontend_url.rfind("https://", 0) != 0) {
+    return Status::InvalidArgument(root->origin() + ": [zabbix] frontend_url must start with http:// or https://");
+  }
+  TRAPLINE_ASSIGN_OR_RETURN(o.http.load_history_interval_s,
+                            c->GetDouble("load_history_interval", 15, 1, 3600));
+  o.http.zabbix_url = o.zabbix.api.url;
+  o.http.zabbix_user = o.zabbix.api.user;
+  o.http.zabbix_host_group = group;
+  o.http.events_conninfo = o.registry;
   // Unknown keys first: a misspelt 'registry' is reported as such, not as a missing one.
   TRAPLINE_RETURN_IF_ERROR(root->CheckKnown());
   if (o.name.empty()) o.name = HostName();

@@ -366,9 +366,11 @@ void HttpApi::Register() {
   };
   Add("GET", "/metrics", Access::kOpen, bind(&HttpApi::Metrics));
   Add("GET", "/api/v1/status", Access::kRead, bind(&HttpApi::SelfStatus));
-  Add("GET", "/api/v1/collectors", Access::kRead, bind(&HttpApi::Collectors));
+  // The panel's: the collectors list or /{name}/history (panel_api.cc).
+  Add("GET", "/api/v1/collectors", Access::kRead, bind(&HttpApi::PanelCollectorRoute));
   Add("PATCH", "/api/v1/collectors", Access::kWrite, bind(&HttpApi::PatchCollector));
-  Add("GET", "/api/v1/hosts", Access::kRead, bind(&HttpApi::HostRoute));
+  // The panel's filtered list, or HostRoute for /{name} (panel_api.cc).
+  Add("GET", "/api/v1/hosts", Access::kRead, bind(&HttpApi::PanelHostRoute));
   Add("POST", "/api/v1/hosts", Access::kWrite, bind(&HttpApi::PostHost));
   Add("PATCH", "/api/v1/hosts", Access::kWrite, bind(&HttpApi::PatchHost));
   Add("PUT", "/api/v1/hosts", Access::kWrite, bind(&HttpApi::HostRoute));
@@ -377,6 +379,7 @@ void HttpApi::Register() {
   Add("PATCH", "/api/v1/services", Access::kWrite, bind(&HttpApi::PatchService));
   Add("GET", "/api/v1/tasks", Access::kRead, bind(&HttpApi::Tasks));
   Add("GET", "/api/v1/errors", Access::kRead, bind(&HttpApi::Errors));
+  RegisterPanel();  // the admin panel's routes (panel_api.cc)
   RegisterSessions();
   RegisterUi();
 }

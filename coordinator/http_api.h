@@ -64,6 +64,18 @@ struct HttpApiOptions {
   bool open_reads = false;   // [http] open_reads: GETs without a token
   std::string actor = "api";  // the audit log's actor for the token's holder
 
+  // ---- the admin panel's routes (coordinator/panel_api.cc) ----
+  // The registry's conninfo: the live events (GET /api/v1/events) LISTEN on a connection of
+  // their own. Empty: no live events (the stream still opens, and says so).
+  std::string events_conninfo;
+  // The leader samples collectors' load into collector_load_history this often ([coordinator]
+  // load_history_interval); 0: never.
+  double load_history_interval_s = 15;
+  // GET /api/v1/settings/zabbix: [zabbix] url, user, frontend_url, host_group (no secrets).
+  std::string zabbix_url, zabbix_user, zabbix_frontend_url, zabbix_host_group;
+  // POST /api/v1/probe runs `<probe_exe> probe URI ...`.
+  std::string probe_exe = "/proc/self/exe";
+
   // ---- H-auth: users and sessions (coordinator/session_api.cc, auth.h) ----
   bool secure_cookies = false;         // [http] secure_cookies: the session cookie gets Secure
   double session_idle_s = 12 * 3600;   // [http] session_idle: a session unused this long ends
@@ -212,6 +224,36 @@ class HttpApi {
   void PatchService(const HttpRequest& r, Call call);
   void Tasks(const HttpRequest& r, Call call);
   void Errors(const HttpRequest& r, Call call);
+
+  // ---- the admin panel's routes (coordinator/panel_api.cc) ----
+  //   GET    /api/v1/events                    server-sent events (hints: refetch)
+  //   GET    /api/v1/hosts                     ?status= &plugin= &group= &q= &enabled= ...
+  //   GET    /api/v1/complete                  ?field=host|group|plugin &prefix=
+  //   POST   /api/v1/hosts/bulk                {"hosts", "action", "until"?, "group"?}
+  //   GET    /api/v1/audit                     ?actor= &action= &object_type= &object= ...
+  //   GET/POST /api/v1/credential-profiles, PATCH/DELETE /api/v1/credential-profiles/{name}
+  //   GET    /api/v1/collectors/{name}/history ?minutes=60
+  //   POST   /api/v1/probe                     {"uri", "credential_profile"?}
+  //   GET    /api/v1/settings/zabbix
+  struct Panel;  // events connection and streams, timers, running probes
+  void RegisterPanel();  // called by Register()
+  Status OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Stream> stream);
+  void PanelHostRoute(const HttpRequest& r, Call call);
+  void PanelHosts(const HttpRequest& r, Call call);
+  void PanelCollectorRoute(const HttpRequest& r, Call call);
+  void CollectorHistory(const std::string& name, const HttpRequest& r, Call call);
+  void Complete(const HttpRequest& r, Call call);
+  void BulkHosts(const HttpRequest& r, Call call);
+  void Audit(const HttpRequest& r, Call call);
+  void CredentialProfiles(const HttpRequest& r, Call call);
+  void PostCredentialProfile(const HttpRequest& r, Call call);
+  void PatchCredentialProfile(const HttpRequest& r, Call call);
+  void DeleteCredentialProfile(const HttpRequest& r, Call call);
+  void Probe(const HttpRequest& r, Call call);
+  void ZabbixSettings(const HttpRequest& r, Call call);
+  void SampleLoadHistory();
+  // shared_ptr: Panel is complete only in panel_api.cc (the deleter is bound there).
+  std::shared_ptr<Panel> panel_;
 
   // ---- H-ui: the admin panel's static files (coordinator/http_ui.cc) ----
   // Serves options_.ui_dir at "/" when set; called from Register().

@@ -197,9 +197,125 @@ END $$;
 CREATE TRIGGER users_end_sessions AFTER UPDATE OF disabled, password_hash ON users
   FOR EACH ROW EXECUTE FUNCTION trapline_end_user_sessions()
 )sql";
-// Version 5: the admin panel's live events and load history (issue 7).
+// Version 5: the admin panel (issue 7): live events, collectors' load history, indexes for
+// the panel's lists.
+//  - Live events: triggers NOTIFY trapline_events with a small JSON hint {"type", "id",
+//    "host"?, ...} (well under NOTIFY's 8000-byte limit: names are at most 255 bytes) when
+//    something the panel shows changes: a host's enabled/maintenance/groups/address, a
+//    service's state/enabled/gone/profile, a collector's state/weight (not its heartbeats),
+//    a task's collector, a new error, a new audit row. Every coordinator LISTENs and fans the
+//    hints out to its browsers (coordinator/panel_api.cc); PostgreSQL delivers them at commit
+//    and folds identical ones of one transaction into one.
+//  - collector_load_history: one row per collector every [coordinator] load_history_interval
+//    (15 s), written by the leader from collectors.load, kept 24 hours.
 constexpr std::string_view kV5Panel = R"sql(
-SELECT 1
+CREATE FUNCTION trapline_event(payload jsonb) RETURNS void LANGUAGE sql AS $$
+  SELECT pg_notify('trapline_events', payload::text)
+$$;
+
+CREATE FUNCTION trapline_hosts_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r hosts;
+BEGIN
+  IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+  IF TG_OP = 'UPDATE' AND OLD.enabled IS NOT DISTINCT FROM NEW.enabled
+     AND OLD.maintenance IS NOT DISTINCT FROM NEW.maintenance
+     AND OLD.maintenance_until IS NOT DISTINCT FROM NEW.maintenance_until
+     AND OLD.maintenance_applied IS NOT DISTINCT FROM NEW.maintenance_applied
+     AND OLD.groups IS NOT DISTINCT FROM NEW.groups
+     AND OLD.address IS NOT DISTINCT FROM NEW.address AND OLD.name = NEW.name THEN
+    RETURN NULL;
+  END IF;
+  PERFORM trapline_event(jsonb_build_object('type', 'host', 'id', r.name, 'host', r.name,
+                                            'op', lower(TG_OP)));
+  RETURN NULL;
+END $$;
+CREATE TRIGGER hosts_event AFTER INSERT OR UPDATE OR DELETE ON hosts
+  FOR EACH ROW EXECUTE FUNCTION trapline_hosts_event();
+
+CREATE FUNCTION trapline_services_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r services;
+BEGIN
+  IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+  IF TG_OP = 'UPDATE' AND OLD.state = NEW.state AND OLD.enabled = NEW.enabled
+     AND OLD.gone = NEW.gone
+     AND OLD.credential_profile_id IS NOT DISTINCT FROM NEW.credential_profile_id THEN
+    RETURN NULL;
+  END IF;
+  PERFORM trapline_event(jsonb_build_object('type', 'service', 'id', r.id, 'host',
+    (SELECT name FROM hosts WHERE id = r.host_id), 'plugin', r.plugin, 'state', r.state,
+    'op', lower(TG_OP)));
+  RETURN NULL;
+END $$;
+CREATE TRIGGER services_event AFTER INSERT OR UPDATE OR DELETE ON services
+  FOR EACH ROW EXECUTE FUNCTION trapline_services_event();
+
+CREATE FUNCTION trapline_collectors_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r collectors;
+BEGIN
+  IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+  IF TG_OP = 'UPDATE' AND OLD.state = NEW.state AND OLD.weight = NEW.weight THEN
+    RETURN NULL;
+  END IF;
+  PERFORM trapline_event(jsonb_build_object('type', 'collector', 'id', r.name, 'state', r.state,
+                                            'op', lower(TG_OP)));
+  RETURN NULL;
+END $$;
+CREATE TRIGGER collectors_event AFTER INSERT OR UPDATE OR DELETE ON collectors
+  FOR EACH ROW EXECUTE FUNCTION trapline_collectors_event();
+
+CREATE FUNCTION trapline_tasks_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r tasks;
+BEGIN
+  IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+  IF TG_OP = 'UPDATE' AND OLD.collector_id IS NOT DISTINCT FROM NEW.collector_id THEN
+    RETURN NULL;
+  END IF;
+  PERFORM trapline_event(jsonb_build_object('type', 'task', 'id', r.id, 'host',
+    (SELECT h.name FROM services s JOIN hosts h ON h.id = s.host_id WHERE s.id = r.service_id),
+    'collector', (SELECT name FROM collectors WHERE id = r.collector_id), 'op', lower(TG_OP)));
+  RETURN NULL;
+END $$;
+CREATE TRIGGER tasks_event AFTER INSERT OR UPDATE OR DELETE ON tasks
+  FOR EACH ROW EXECUTE FUNCTION trapline_tasks_event();
+
+CREATE FUNCTION trapline_errors_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM trapline_event(jsonb_build_object('type', 'error', 'id', NEW.id, 'host',
+    (SELECT h.name FROM tasks t JOIN services s ON s.id = t.service_id JOIN hosts h
+       ON h.id = s.host_id WHERE t.id = NEW.task_id),
+    'collector', (SELECT name FROM collectors WHERE id = NEW.collector_id)));
+  RETURN NULL;
+END $$;
+CREATE TRIGGER errors_event AFTER INSERT ON errors
+  FOR EACH ROW EXECUTE FUNCTION trapline_errors_event();
+
+CREATE FUNCTION trapline_audit_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM trapline_event(jsonb_build_object('type', 'audit', 'id', NEW.id, 'action',
+    left(NEW.action, 100), 'object_type', left(NEW.object_type, 100), 'object',
+    left(NEW.object_id, 300), 'actor', left(NEW.actor, 100)));
+  RETURN NULL;
+END $$;
+CREATE TRIGGER audit_log_event AFTER INSERT ON audit_log
+  FOR EACH ROW EXECUTE FUNCTION trapline_audit_event();
+
+CREATE TABLE collector_load_history (
+  collector_id bigint NOT NULL REFERENCES collectors (id) ON DELETE CASCADE,
+  at timestamptz NOT NULL,
+  lag_p50_ms double precision,
+  lag_p99_ms double precision,
+  cpu_pct double precision,
+  tasks integer,
+  PRIMARY KEY (collector_id, at)
+);
+CREATE INDEX collector_load_history_at_idx ON collector_load_history (at);
+
+-- The audit page filters by actor and action, latest first.
+CREATE INDEX audit_log_actor_idx ON audit_log (actor, at);
+CREATE INDEX audit_log_action_idx ON audit_log (action, at);
+-- The hosts page: a host's services (the unique key starts with host_id), its tasks
+-- (tasks.service_id is unique), the latest error of a task (errors_task_idx), by group.
+CREATE INDEX hosts_groups_idx ON hosts USING gin (groups)
 )sql";
 
 constexpr Migration kMigrations[] = {
@@ -209,7 +325,9 @@ constexpr Migration kMigrations[] = {
     {2, "hosts.maintenance_applied: maintenance changes applied to Zabbix once", kV2MaintenanceApplied},
     {3, "discovery (placeholder)", kV3Discovery},
     {4, "sessions: users' login sessions, users.last_login, sessions end with their user", kV4Sessions},
-    {5, "admin panel (placeholder)", kV5Panel},
+    {5, "admin panel: live event triggers (NOTIFY trapline_events), collector load history, "
+        "audit and host group indexes",
+     kV5Panel},
 };
 
 }  // namespace
