@@ -25,6 +25,7 @@ one real `trapline coordinator` and a real PostgreSQL registry on 127.0.0.1.
   test_rate_limit      5 wrong passwords, then 429 with Retry-After (even with the right one)
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -218,6 +219,9 @@ def test_user_cli(ctx):
         say(f"user {' '.join(args)} -> {lines[0]}")
     cp = user_cli(ctx, "list")
     check(cp.returncode != 0 and "registry" in cp.stderr, f"list without a registry: {cp.stderr}")
+    cp = user_cli(ctx, "list", "--registry", "postgresql://u:pw-not-shown@127.0.0.1:1/x")
+    check(cp.returncode == 1 and len(cp.stderr.strip().splitlines()) == 1 and
+          "pw-not-shown" not in cp.stderr, f"unreachable registry: {cp.stderr!r}")
     cp = user_cli(ctx, "list", "--config", ctx.config)
     check(cp.returncode == 0, cp.stderr)
     names = [line.split()[0] for line in cp.stdout.splitlines()[1:]]
@@ -340,52 +344,84 @@ def test_csrf(ctx):
     check(status == 201, f"Bearer token without CSRF token: {status} {out}")
 
 
-def injection_routes(name):
-    """(method, path, body) per text field of each write route; `name` is the hostile text."""
+def injection_routes(name, i):
+    """(method, path, body, kind) per text field of each write route; `name` is the hostile
+    text. kind: "echo" (accepted text comes back in the answer), "secret" (accepted, never
+    comes back), "host" (accepted: GET op-host shows it), "probe" (accepted: a failed probe)."""
     profile = {"name": "p1", "kind": "ssh", "username": "u", "secret": {"password": "x"}}
+    q = urllib.request.quote(name[:2000], safe="")
     out = [
         ("POST", "/api/v1/hosts", {"name": name}),
         ("POST", "/api/v1/hosts", {"name": "inj-h", "address": name}),
         ("POST", "/api/v1/hosts", {"name": "inj-h", "groups": [name]}),
         ("PATCH", "/api/v1/hosts/op-host", {"address": name}),
         ("PATCH", "/api/v1/hosts/op-host", {"groups": [name]}),
-        ("PATCH", "/api/v1/hosts/" + urllib.request.quote(name[:2000], safe=""), {"enabled": True}),
-        ("DELETE", "/api/v1/hosts/" + urllib.request.quote(name[:2000], safe=""), None),
+        ("PATCH", "/api/v1/hosts/" + q, {"enabled": True}),
+        ("DELETE", "/api/v1/hosts/" + q, None),
         ("PUT", "/api/v1/hosts/op-host/maintenance", {"until": name}),
+        ("PUT", "/api/v1/hosts/" + q + "/maintenance", {}),
         ("PATCH", "/api/v1/services/1", {"credential_profile": name}),
-        ("PATCH", "/api/v1/services/" + urllib.request.quote(name[:2000], safe=""), {"enabled": True}),
-        ("PATCH", "/api/v1/collectors/" + urllib.request.quote(name[:2000], safe=""), {"weight": 2}),
+        ("PATCH", "/api/v1/services/" + q, {"enabled": True}),
+        ("PATCH", "/api/v1/collectors/" + q, {"weight": 2}),
         ("POST", "/api/v1/users", {"name": name, "role": "viewer", "password": "0123456789ab"}),
         ("POST", "/api/v1/users", {"name": "inj-u", "role": name, "password": "0123456789ab"}),
         ("PATCH", "/api/v1/users/view1", {"role": name}),
-        ("DELETE", "/api/v1/users/" + urllib.request.quote(name[:2000], safe=""), None),
+        ("PATCH", "/api/v1/users/" + q, {"disabled": False}),
+        ("DELETE", "/api/v1/users/" + q, None),
         ("POST", "/api/v1/session", {"user": name, "password": "0123456789ab"}),
         ("POST", "/api/v1/credential-profiles", dict(profile, name=name)),
-        ("POST", "/api/v1/credential-profiles", dict(profile, username=name)),
+        ("POST", "/api/v1/credential-profiles", dict(profile, name="inj-p", username=name)),
+        ("POST", "/api/v1/credential-profiles", dict(profile, name="inj-p", kind=name)),
+        ("PATCH", "/api/v1/credential-profiles/p-ok", {"username": name}),
+        ("PATCH", "/api/v1/credential-profiles/p-ok", {"options": {"known_hosts": name}}),
+        ("PATCH", "/api/v1/credential-profiles/p-ok", {"secret": {"password": name}}, "secret"),
+        ("DELETE", "/api/v1/credential-profiles/" + q, None),
         ("POST", "/api/v1/hosts/bulk", {"hosts": [name], "action": "disable"}),
         ("POST", "/api/v1/hosts/bulk", {"hosts": ["op-host"], "action": name}),
+        ("POST", "/api/v1/hosts/bulk", {"hosts": ["op-host"], "action": "move_group", "group": name},
+         "host"),
         ("POST", "/api/v1/hosts/op-host/clone", {"to": [name]}),
-        ("POST", "/api/v1/probe", {"uri": name}),
+        ("POST", "/api/v1/hosts/" + q + "/clone", {"to": ["inj-c"]}),
+        ("POST", "/api/v1/hosts/op-host/services", {"plugin": name, "port": 7000 + i}),
+        ("POST", "/api/v1/hosts/op-host/services", {"plugin": "redis", "port": 7100 + i,
+                                                    "uri": name}),
+        ("POST", "/api/v1/hosts/op-host/services", {"plugin": "redis", "port": 7200 + i,
+                                                    "credential_profile": name}),
+        ("POST", "/api/v1/probe", {"uri": name}, "probe"),
+        ("POST", "/api/v1/probe", {"uri": "redis://127.0.0.1:1", "credential_profile": name}),
+        ("DELETE", "/api/v1/discovery/tokens/" + q, None),
     ]
-    return out
+    return [r if len(r) == 4 else r + ("echo",) for r in out]
 
 
 def test_injection(ctx):
     a = ctx.sessions["admin1"]
     refused = stored = missing = 0
-    for name in INJECTIONS:
-        for method, path, body in injection_routes(name):
+    # The shapes used below are accepted with harmless values (so a refusal below is the
+    # hostile text's doing).
+    for method, path, body, want in (
+            ("POST", "/api/v1/credential-profiles", {"name": "p-ok", "kind": "ssh", "username": "u",
+                                                     "secret": {"password": "x"}}, 201),
+            ("POST", "/api/v1/hosts/op-host/services", {"plugin": "redis", "port": 6999,
+                                                        "uri": "redis://10.1.1.1:6999"}, 201),
+            ("POST", "/api/v1/hosts/op-host/clone", {"to": ["op-clone"]}, 200),
+            ("POST", "/api/v1/hosts/bulk", {"hosts": ["op-clone"], "action": "disable"}, 200)):
+        status, out, _ = ctx.call(method, path, body, session=a)
+        check(status in (want, 201, 200), f"control {method} {path}: {status} {out}")
+    for i, name in enumerate(INJECTIONS):
+        for method, path, body, kind in injection_routes(name, i):
             before = ctx.snapshot()
             status, out, hdrs = ctx.call(method, path, body, session=a)
             shown = f"{method} {path[:60]} {json.dumps(body)[:80]}"
-            if status in (404, 405) and isinstance(out, dict) and (
+            if status in (404, 405) and "/" not in name and isinstance(out, dict) and (
                     "no such resource" in out.get("error", "") or "not allowed" in out.get("error", "")):
-                missing += 1  # a route that does not exist (yet) in this build
+                missing += 1  # a route that does not exist in this build
+                say(f"no such route: {method} {path[:40]} ({status})")
                 continue
             check(hdrs.get("content-type", "").startswith("application/json") and
                   isinstance(out, dict), f"{shown}: not a JSON answer: {status} {out!r:.200}")
             if status >= 400:
-                check(status in (400, 404, 409, 413, 414), f"{shown}: {status} {out}")
+                check(status in (400, 404, 405, 409, 413, 414), f"{shown}: {status} {out}")
                 if method != "POST" or path != "/api/v1/session":
                     after = ctx.snapshot()
                     # A refused request changes nothing (a failed login adds its audit row).
@@ -395,13 +431,21 @@ def test_injection(ctx):
                 # Accepted: never with a NUL (PostgreSQL text cannot hold it: it would be cut),
                 # and the text comes back exactly, JSON-escaped (the answer parsed above).
                 check("\x00" not in name, f"{shown}: {status}: a NUL byte accepted")
-                if path == "/api/v1/probe":
+                if kind == "secret":
+                    check(name not in json.dumps(out, ensure_ascii=False),
+                          f"{shown}: a secret in the answer")
+                elif kind == "host":  # the answer does not repeat it: the host shows it
+                    _, host, _ = ctx.call("GET", "/api/v1/hosts/op-host", session=a)
+                    check(name in json.dumps(host, ensure_ascii=False),
+                          f"{shown}: accepted, but op-host does not show {name[:30]!r}: {host}")
+                elif kind == "probe":
                     check(out.get("ok") is False, f"{shown}: probe of a hostile URI: {out}")
                 else:
                     check(name in json.dumps(out, ensure_ascii=False),
                           f"{shown}: {status} accepted but {name[:30]!r} is not in the answer {out}")
+                say(f"stored: {shown} -> {status}")
                 stored += 1
-    say(f"{refused} refused, {stored} stored verbatim, {missing} routes not in this build")
+    say(f"{refused} refused, {stored} stored verbatim, {missing} requests to routes not in this build")
     check(refused > 50, f"only {refused} refusals")
     check(ctx.sql("SELECT count(*) FROM hosts WHERE name = 'op-host'") == [("1",)], "op-host lost")
     check(ctx.sql("SELECT to_regclass('hosts') IS NOT NULL") == [("t",)], "hosts table dropped")
@@ -480,6 +524,20 @@ def test_logout(ctx):
         check(status == 401, f"{method} {path} after logout: {status} {out}")
     check(ctx.sql("SELECT count(*) FROM audit_log WHERE action = 'session.logout' AND actor = "
                   "'op1'") == [("1",)], "audit row for the logout")
+    # Sessions end by themselves: idle too long (12 h by default), or past their absolute end.
+    idle, old = ctx.login("op1"), ctx.login("op1")
+
+    def token_hash(sess):  # what the registry keeps: BLAKE2b-256 of the cookie's token
+        return hashlib.blake2b(sess.cookie.encode(), digest_size=32).hexdigest()
+    check(ctx.sql(f"SELECT count(*) FROM sessions WHERE token_hash IN ('{token_hash(idle)}', "
+                  f"'{token_hash(old)}')") == [("2",)], "sessions by token hash")
+    ctx.sql(f"UPDATE sessions SET last_seen = now() - interval '12 hours 1 minute' WHERE "
+            f"token_hash = '{token_hash(idle)}'")
+    ctx.sql(f"UPDATE sessions SET expires_at = now() - interval '1 second' WHERE "
+            f"token_hash = '{token_hash(old)}'")
+    for s2, why in ((idle, "idle 12 h"), (old, "past expires_at")):
+        status, out, _ = ctx.call("GET", "/api/v1/hosts", session=s2)
+        check(status == 401, f"a session {why}: {status} {out}")
 
 
 def test_disabled_user(ctx):
