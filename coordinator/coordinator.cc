@@ -151,6 +151,14 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
   o.http.zabbix_user = o.zabbix.api.user;
   o.http.zabbix_host_group = group;
   o.http.events_conninfo = o.registry;
+  // H-disc: [discovery] (discovery_api.cc): the enrolment secret, when a service missing from
+  // reports is gone, rate limits per source address and per host token.
+  TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * d, root->GetTable("discovery"));
+  TRAPLINE_ASSIGN_OR_RETURN(std::string enrolment_secret_file, d->GetString("enrolment_secret_file", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(int64_t gone_after, d->GetInt("gone_after_reports", 3, 1, 1000));
+  o.http.discovery.gone_after_reports = static_cast<int>(gone_after);
+  TRAPLINE_ASSIGN_OR_RETURN(o.http.discovery.rate_per_minute, d->GetDouble("rate_per_minute", 6, 0.01, 1e6));
+  TRAPLINE_ASSIGN_OR_RETURN(o.http.discovery.burst, d->GetDouble("burst", 3, 1, 1e6));
   // Unknown keys first: a misspelt 'registry' is reported as such, not as a missing one.
   TRAPLINE_RETURN_IF_ERROR(root->CheckKnown());
   if (o.name.empty()) o.name = HostName();
@@ -188,6 +196,21 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
                                      ": the token must be at least 16 characters");
     }
     o.http.api_token = line;
+  }
+  if (!enrolment_secret_file.empty()) {
+    std::ifstream in(enrolment_secret_file);
+    std::string line;
+    if (!in || !std::getline(in, line)) {
+      return Status::InvalidArgument(root->origin() + ": [discovery] enrolment_secret_file " +
+                                     enrolment_secret_file + " cannot be read");
+    }
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    // Whoever holds it can add hosts to the registry.
+    if (line.size() < 16) {
+      return Status::InvalidArgument(root->origin() + ": [discovery] enrolment_secret_file " +
+                                     enrolment_secret_file + ": the secret must be at least 16 characters");
+    }
+    o.http.discovery.enrolment_secret = line;
   }
   if (!o.http.ui_dir.empty()) {
     if (std::string why = CheckUiDir(o.http.ui_dir); !why.empty()) {
@@ -528,7 +551,7 @@ void Coordinator::ReconcileTasks() {
   registry_.Query(
       "reconcile tasks",
       "WITH wanted AS (SELECT s.id, s.plugin FROM services s JOIN hosts h ON h.id = s.host_id "
-      "  WHERE s.enabled AND h.enabled AND NOT s.gone), "
+      "  WHERE s.enabled AND h.enabled AND NOT s.gone AND s.plugin = ANY ($1::text[])), "
       "ins AS (INSERT INTO tasks (service_id, plugin, cost) "
       "  SELECT id, plugin, CASE plugin WHEN 'linux' THEN 3 WHEN 'postgresql' THEN 2 ELSE 1 END FROM wanted "
       "  ON CONFLICT (service_id) DO NOTHING RETURNING id), "
@@ -537,7 +560,7 @@ void Coordinator::ReconcileTasks() {
       "told AS (SELECT pg_notify('" + std::string(kAssignChannel) + "', c.name) FROM collectors c "
       "  WHERE c.id IN (SELECT collector_id FROM del)) "
       "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del), (SELECT count(*) FROM told)",
-      {}, [this](Result<pg::Rows> r) {
+      {TaskPluginsArray()}, [this](Result<pg::Rows> r) {
         if (!r.ok()) {
           spdlog::warn("[coordinator] {}", r.status().message());
           return;

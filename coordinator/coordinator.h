@@ -136,8 +136,9 @@ class Coordinator {
   void Assign(std::shared_ptr<TickState> tick);
   void WriteMoves(std::shared_ptr<TickState> tick, const Assignment& a);
   void FinishTick(const Status& st);
-  // Services enabled (host enabled, not gone) get a task; the others lose theirs (their
-  // collectors are told at once).
+  // Services enabled (host enabled, not gone, of a plugin that exists: TaskPlugins(), so never
+  // a discovered "generic:nginx") get a task; the others lose theirs (their collectors are
+  // told at once).
   void ReconcileTasks();
   void Fatal(const Status& st);
   CoordinatorSelf Self() const;

@@ -313,7 +313,9 @@ Status HttpApi::Start() {
   if (server_) return Status::OK();
   HttpServerOptions so;
   so.name = "api";
-  so.max_body_bytes = 64 << 10;
+  // Discovery reports may be 256 KiB (checked against Content-Length before a byte of the
+  // body is read); every other route keeps 64 KiB (Add()).
+  so.max_body_bytes = kMaxDiscoveryBodyBytes;
   so.max_connections = 256;
   if (Status st = auth::Init(); !st.ok()) return st;
   server_ = std::make_unique<HttpServer>(loop_, so);
@@ -382,6 +384,7 @@ void HttpApi::Register() {
   RegisterPanel();  // the admin panel's routes (panel_api.cc)
   RegisterSessions();
   RegisterUi();
+  RegisterDiscovery();
 }
 
 void HttpApi::Sql(Call call, std::string name, std::string sql, std::vector<pg::Value> params,
@@ -533,7 +536,7 @@ void HttpApi::Hosts(const HttpRequest& r, Call call) {
 }
 
 void HttpApi::PostHost(const HttpRequest& r, Call call) {
-  if (!r.rest.empty()) return call.Send(HttpResponse::Error(405, "POST is for /api/v1/hosts"));
+  if (!r.rest.empty()) return PostHostSub(r, std::move(call));  // clone, services
   auto h = ParseNewHost(r.body);
   if (!h.ok()) return call.Send(h.status());
   std::string name = h->name;

@@ -55,6 +55,7 @@
 #include "common/pg_client.h"
 #include "common/status.h"
 #include "coordinator/auth.h"
+#include "coordinator/discovery.h"
 
 namespace trapline::coordinator {
 
@@ -63,6 +64,15 @@ struct HttpApiOptions {
   std::string api_token;     // first line of [http] api_token_file
   bool open_reads = false;   // [http] open_reads: GETs without a token
   std::string actor = "api";  // the audit log's actor for the token's holder
+
+  // ---- H-auth: users and sessions (coordinator/session_api.cc, auth.h) ----
+  bool secure_cookies = false;         // [http] secure_cookies: the session cookie gets Secure
+  double session_idle_s = 12 * 3600;   // [http] session_idle: a session unused this long ends
+  double session_max_s = 7 * 86400;    // [http] session_max: and any session this long after login
+
+  // ---- H-disc: discovery (coordinator/discovery_api.cc) ----
+  // [discovery]: enrolment secret, gone threshold, rate limits.
+  DiscoveryOptions discovery;
 
   // ---- the admin panel's routes (coordinator/panel_api.cc) ----
   // The registry's conninfo: the live events (GET /api/v1/events) LISTEN on a connection of
@@ -75,11 +85,6 @@ struct HttpApiOptions {
   std::string zabbix_url, zabbix_user, zabbix_frontend_url, zabbix_host_group;
   // POST /api/v1/probe runs `<probe_exe> probe URI ...`.
   std::string probe_exe = "/proc/self/exe";
-
-  // ---- H-auth: users and sessions (coordinator/session_api.cc, auth.h) ----
-  bool secure_cookies = false;         // [http] secure_cookies: the session cookie gets Secure
-  double session_idle_s = 12 * 3600;   // [http] session_idle: a session unused this long ends
-  double session_max_s = 7 * 86400;    // [http] session_max: and any session this long after login
   // ---- H-ui: the admin panel (issue 7) ----
   // [http] ui_dir: the built panel (ui/dist) served at "/" (the API's longer prefixes win);
   // empty: no panel. Checked at config time: a folder with index.html.
@@ -294,6 +299,23 @@ class HttpApi {
   void DeleteUser(const std::string& name, Call call);
   auth::LoginLimiter login_limiter_;
   std::map<std::string, int> logins_running_;  // source address -> password checks running
+
+  // ---- H-disc: discovery and hosts by hand (coordinator/discovery_api.cc, issue 6) ----
+  //   POST   /api/v1/discovery                 a trapline-discover report (open: its own
+  //                                            enrolment secret / per-host token)
+  //   DELETE /api/v1/discovery/tokens/{host}   forget a host's token (it may enrol again)
+  //   POST   /api/v1/hosts/{name}/clone        {"to": [names]}: groups, enabled, services
+  //   POST   /api/v1/hosts/{name}/services     {"plugin", "port", "uri"?, "credential_profile"?,
+  //                                            "enabled"?}
+  void RegisterDiscovery();  // called by Register()
+  void Discovery(const HttpRequest& r, Call call);
+  void DeleteHostToken(const HttpRequest& r, Call call);
+  // POST /api/v1/hosts/{name}/...: called by PostHost when the path goes on after /hosts.
+  void PostHostSub(const HttpRequest& r, Call call);
+  void CloneHost(const std::string& host, const HttpRequest& r, Call call);
+  void PostHostService(const std::string& host, const HttpRequest& r, Call call);
+  std::unique_ptr<RateLimiter> discovery_by_peer_;
+  std::unique_ptr<RateLimiter> discovery_by_token_;
 
   uv_loop_t* loop_;
   pg::Client* registry_;

@@ -159,8 +159,40 @@ ALTER TABLE hosts ADD COLUMN maintenance_applied text NOT NULL DEFAULT 'off'
 // Versions 3 to 5 are being written in this session (issues 6 and 7); until each is filled in
 // it is a no-op so that the versions stay in order. Nothing has been released with them yet.
 // Version 3: discovery (issue 6).
+//  - host_tokens: the per-host token that trapline-discover got at enrolment, as its SHA-256
+//    (hex): the registry never holds a token that could be replayed. One per host; an admin
+//    deletes it (DELETE /api/v1/discovery/tokens/{host}) before the host may enrol again.
+//  - hosts.facts: what the last report said (fqdn, os, kernel, addresses, cpus,
+//    memory_bytes, script); hosts.discovered: reported at least once; last_report: when.
+//  - services.discovered: the service came from a report (only those are counted missing
+//    when a report lacks them: a service added by hand is never marked gone by discovery);
+//    missed_reports: consecutive reports without it (gone at [discovery] gone_after_reports);
+//    details: what the report said about it (version, data_directory, name).
+//  - credential_profiles.host_groups / is_default: the profile a discovered service gets is
+//    one of its kind whose host_groups meet the host's groups, else the kind's default (at
+//    most one default per kind).
 constexpr std::string_view kV3Discovery = R"sql(
-SELECT 1
+CREATE TABLE host_tokens (
+  host_id bigint PRIMARY KEY REFERENCES hosts (id) ON DELETE CASCADE,
+  token_hash text NOT NULL UNIQUE CHECK (token_hash ~ '^[0-9a-f]{64}$'),
+  created_at timestamptz NOT NULL DEFAULT now(),
+  last_used timestamptz
+);
+
+ALTER TABLE hosts
+  ADD COLUMN facts jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(facts) = 'object'),
+  ADD COLUMN discovered boolean NOT NULL DEFAULT false,
+  ADD COLUMN last_report timestamptz;
+
+ALTER TABLE services
+  ADD COLUMN discovered boolean NOT NULL DEFAULT false,
+  ADD COLUMN missed_reports integer NOT NULL DEFAULT 0 CHECK (missed_reports >= 0),
+  ADD COLUMN details jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(details) = 'object');
+
+ALTER TABLE credential_profiles
+  ADD COLUMN host_groups text[] NOT NULL DEFAULT '{}',
+  ADD COLUMN is_default boolean NOT NULL DEFAULT false;
+CREATE UNIQUE INDEX credential_profiles_default_idx ON credential_profiles (kind) WHERE is_default
 )sql";
 // Version 4: users' sessions (issue 7). A session is found by the hash of its cookie's token
 // (never the token itself); it ends at expires_at (absolute), after an idle spell (checked
@@ -323,7 +355,7 @@ constexpr Migration kMigrations[] = {
         "users, audit log, leader epoch",
      kV1Registry},
     {2, "hosts.maintenance_applied: maintenance changes applied to Zabbix once", kV2MaintenanceApplied},
-    {3, "discovery (placeholder)", kV3Discovery},
+    {3, "discovery: host tokens, host facts, services missed/details, profiles by host group", kV3Discovery},
     {4, "sessions: users' login sessions, users.last_login, sessions end with their user", kV4Sessions},
     {5, "admin panel: live event triggers (NOTIFY trapline_events), collector load history, "
         "audit and host group indexes",

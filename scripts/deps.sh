@@ -15,6 +15,8 @@ packages=(
   zabbix-server-pgsql zabbix-frontend-php php-cli php-pgsql zabbix-agent
   # tools used by scripts and benchmarks
   curl procps iproute2 python3
+  # the discovery parser's fuzzer (tests/fuzz: clang with -fsanitize=fuzzer needs the runtime)
+  clang libclang-rt-14-dev
   # admin panel (ui/: built with Vite from npm) and its browser tests (playwright-core drives
   # Debian's chromium; never a downloaded browser). npm: see below.
   nodejs chromium
