@@ -182,7 +182,8 @@ constexpr const char* kAudit =
 
 // Whether a change leaves an enabled admin other than user $1 (the change makes $1 not one).
 constexpr const char* kOtherAdmin =
-    "EXISTS (SELECT 1 FROM users x WHERE x.role = 'admin' AND NOT x.disabled AND x.name <> $1)";
+    "EXISTS (SELECT 1 FROM (SELECT x.id FROM users x WHERE x.role = 'admin' AND NOT x.disabled "
+    "AND x.name <> $1 FOR UPDATE) x)";
 
 Status Add(Registry& db, const UserFlags& f) {
   TRAPLINE_RETURN_IF_ERROR(auth::ValidateUserName(f.name));

@@ -197,6 +197,9 @@ void HttpApi::Authenticate(std::shared_ptr<const HttpRequest> r, Access access, 
 // ---- routes -----------------------------------------------------------------------------------
 
 void HttpApi::RegisterSessions() {
+  // The hash that logins for unknown users are checked against, made now rather than by the
+  // first such login (which would then take twice as long as the others).
+  OffLoop<bool>(loop_, [] { return !auth::DummyHash().empty(); }, [](std::optional<bool>) {});
   auto bind = [this](void (HttpApi::*fn)(const HttpRequest&, Call)) {
     return [this, fn](const HttpRequest& r, Call call) { (this->*fn)(r, std::move(call)); };
   };
@@ -447,11 +450,13 @@ void HttpApi::PostUser(const HttpRequest& r, Call call) {
 
 namespace {
 // Whether the change leaves at least one enabled admin: true unless `old` is the last enabled
-// admin and `new_role`/`new_disabled` (NULL: delete) make it something else.
+// admin and the change (the expression that follows) makes it something else. The other admins
+// are locked (FOR UPDATE): two admins demoting each other at once are serialised, and the
+// second sees the first's change, so one of them stays.
 constexpr const char* kKeepsAnAdmin =
     "ok AS (SELECT NOT EXISTS (SELECT 1 FROM old WHERE old.role = 'admin' AND NOT old.disabled) "
-    "  OR EXISTS (SELECT 1 FROM users x, old WHERE x.role = 'admin' AND NOT x.disabled AND "
-    "  x.id <> old.id) OR ";
+    "  OR EXISTS (SELECT 1 FROM (SELECT x.id FROM users x WHERE x.role = 'admin' AND NOT "
+    "  x.disabled FOR UPDATE) x, old WHERE x.id <> old.id) OR ";
 }  // namespace
 
 void HttpApi::PatchUser(const std::string& name, const HttpRequest& r, Call call) {
