@@ -114,6 +114,7 @@ Result<CoordinatorOptions> CoordinatorOptions::FromConfig(ConfigTable* root) {
   TRAPLINE_ASSIGN_OR_RETURN(o.registry, c->GetString("registry", ""));
   TRAPLINE_ASSIGN_OR_RETURN(o.heartbeat_timeout_s, c->GetDouble("heartbeat_timeout", 3, 0.5, 3600));
   TRAPLINE_ASSIGN_OR_RETURN(o.overload_lag_ms, c->GetDouble("overload_lag_ms", 500, 0, 1e7));
+  TRAPLINE_ASSIGN_OR_RETURN(o.cost_refresh_s, c->GetDouble("cost_refresh", 30, 0, 86400));
   TRAPLINE_ASSIGN_OR_RETURN(o.log_level, c->GetString("log_level", "info"));
   TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * z, root->GetTable("zabbix"));
   TRAPLINE_ASSIGN_OR_RETURN(o.zabbix.api.url, z->GetString("url", ""));
@@ -482,6 +483,7 @@ void Coordinator::Tick() {
   if (!leader_ || tick_running_ || stopping_ || !registry_.connected() || !migrated_) return;
   tick_running_ = true;
   ReconcileTasks();
+  RefineCosts();
   if (zabbix_sync_) zabbix_sync_->PollMaintenance();
   auto tick = std::make_shared<TickState>();
   tick->leadership = leadership_;
@@ -544,16 +546,58 @@ void Coordinator::Tick() {
   });
 }
 
+// A task's cost is in units of 10 µs of collector loop time per second. The plugin declares
+// an estimate (ReconcileTasks); RefineCosts moves it towards what the collector running the
+// task measures. Measured costs are bounded to [0.1, 10000] whatever a load report says.
+void Coordinator::RefineCosts() {
+  uint64_t now = uv_now(loop_);
+  if (options_.cost_refresh_s <= 0 ||
+      now - last_cost_refresh_ms_ < static_cast<uint64_t>(options_.cost_refresh_s * 1000)) {
+    return;
+  }
+  last_cost_refresh_ms_ = now;
+  // Half-way towards the measurement, and only when that changes the cost by more than 10%:
+  // costs settle within about 20% of what is measured, and a task's cost is not rewritten
+  // (nor the assignment reconsidered) for noise. Only the collector that runs the task
+  // reports for it; the write is fenced by the leader epoch like the moves.
+  registry_.Query(
+      "refine task costs",
+      "WITH fence AS (SELECT epoch FROM coordinator_leader WHERE id = 1 AND epoch = $1::bigint FOR SHARE), "
+      "m AS (SELECT t.id, t.cost AS old, "
+      "  greatest(0.1, least(10000, (e.value)::text::float8 / 10)) AS measured "
+      "  FROM collectors c CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(c.load -> 'task_us') = 'object' "
+      "    THEN c.load -> 'task_us' ELSE '{}'::jsonb END) e "
+      "  JOIN tasks t ON t.collector_id = c.id AND e.key ~ '^[0-9]{1,18}$' AND t.id = e.key::bigint "
+      "  WHERE c.state = 'active' AND jsonb_typeof(e.value) = 'number'), "
+      "n AS (SELECT id, old, round((0.5 * old + 0.5 * measured)::numeric, 2)::float8 AS new FROM m), "
+      "u AS (UPDATE tasks t SET cost = n.new FROM n, fence "
+      "  WHERE t.id = n.id AND abs(n.new - n.old) > 0.1 * n.old RETURNING t.id) "
+      "SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM m)",
+      {std::to_string(epoch_)}, [](Result<pg::Rows> r) {
+        if (!r.ok()) {
+          spdlog::warn("[coordinator] refine task costs: {}", r.status().message());
+          return;
+        }
+        if (r->rows.empty() || r->rows[0].size() < 2) return;
+        std::string changed = r->rows[0][0].value_or("0");
+        if (changed != "0") {
+          spdlog::info("[coordinator] costs: {} of {} measured tasks refined", changed,
+                       r->rows[0][1].value_or("?"));
+        }
+      });
+}
+
 void Coordinator::ReconcileTasks() {
-  // The cost a plugin declares: a Linux host over SSH costs the collector most (SFTP reads
-  // of ~15 files), a PostgreSQL instance one round trip of several statements, a Redis one
-  // INFO.
+  // The cost a plugin declares, in units of 10 µs/s of collector loop time (RefineCosts):
+  // a Linux host over SSH costs the collector most (SFTP reads of ~15 files, ~250 µs/s), a
+  // PostgreSQL instance one round trip of several statements (~90 µs/s), a Redis one INFO
+  // (~35 µs/s), as measured by bench/ on this project's collectors.
   registry_.Query(
       "reconcile tasks",
       "WITH wanted AS (SELECT s.id, s.plugin FROM services s JOIN hosts h ON h.id = s.host_id "
       "  WHERE s.enabled AND h.enabled AND NOT s.gone AND s.plugin = ANY ($1::text[])), "
       "ins AS (INSERT INTO tasks (service_id, plugin, cost) "
-      "  SELECT id, plugin, CASE plugin WHEN 'linux' THEN 3 WHEN 'postgresql' THEN 2 ELSE 1 END FROM wanted "
+      "  SELECT id, plugin, CASE plugin WHEN 'linux' THEN 25 WHEN 'postgresql' THEN 9 ELSE 3.5 END FROM wanted "
       "  ON CONFLICT (service_id) DO NOTHING RETURNING id), "
       "del AS (DELETE FROM tasks t WHERE NOT EXISTS (SELECT 1 FROM wanted w WHERE w.id = t.service_id) "
       "  RETURNING t.id, t.collector_id), "

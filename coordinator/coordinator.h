@@ -53,6 +53,9 @@ struct CoordinatorOptions {
   std::string registry;           // PostgreSQL URI or key=value string; required
   double heartbeat_timeout_s = 3;
   double overload_lag_ms = 500;   // event-loop lag p99 above which a collector sheds; 0: never
+  // How often the leader refines tasks' costs from what collectors measure ("task_us" in
+  // their load); 0: never (costs stay as declared).
+  double cost_refresh_s = 30;
   std::string log_level = "info";
   double assign_interval_s = 1;   // not in the config file: the leader's tick
   ZabbixSyncOptions zabbix;       // [zabbix]: the API zabbix-sync uses; absent: no sync
@@ -140,6 +143,7 @@ class Coordinator {
   // a discovered "generic:nginx") get a task; the others lose theirs (their collectors are
   // told at once).
   void ReconcileTasks();
+  void RefineCosts();
   void Fatal(const Status& st);
   CoordinatorSelf Self() const;
 
@@ -171,6 +175,7 @@ class Coordinator {
   // Collectors refused for their cluster protocol, with the protocol they were refused for
   // (logged and recorded in the errors table once per collector and protocol).
   std::map<CollectorId, int> refused_protocol_;
+  uint64_t last_cost_refresh_ms_ = 0;
   size_t last_unassigned_ = 0;
   uint64_t registry_up_since_ms_ = 0;  // loop time of the last registry (re)connection
 };

@@ -22,10 +22,14 @@ in for a collector that died. Replace this with real collectors when they join t
   test_old_protocol        a collector speaking cluster protocol 0, then 99: no tasks (only its
                            own move), the reason in the log and the errors table; back on 1 it
                            is eligible again
+  test_costs_refined       c1 reports 150 µs/s per task in load.task_us: those tasks' costs
+                           move to about 15 (nonsense entries ignored) and the collectors'
+                           loads by cost end within their shares
   test_no_secret_in_logs   the registry password never appears in the coordinators' logs
   test_check_config        --check-config: OK line; a misspelt key names file:line and the key
 """
 
+import json
 import os
 import re
 import signal
@@ -161,7 +165,7 @@ class Ctx:
             path = os.path.join(self.tmp, f"{name}.toml")
             with open(path, "w") as f:
                 f.write(f'[coordinator]\nname = "{name}"\nregistry = "{self.registry}"\n'
-                        'heartbeat_timeout = 3\nlog_level = "debug"\n')
+                        'heartbeat_timeout = 3\nlog_level = "debug"\ncost_refresh = 1\n')
             self.configs[name] = path
         self.heartbeats = None
         self.notifications = None
@@ -419,6 +423,66 @@ def test_old_protocol(ctx):
     check(p.alive(), lambda: p.output())
 
 
+def test_costs_refined(ctx):
+    """c1 reports (as real collectors do, in load.task_us) that each of its tasks costs
+    150 µs/s: the leader moves those tasks' costs half-way towards 15 each refresh, c1 is then
+    above its share and gives tasks away by cost; nonsense entries change nothing."""
+    leader = ctx.leaders()[0]
+    p = ctx.coords[leader]
+    # Let any rebalancing from the previous checks settle first.
+    state = {"last": None}
+
+    def settled():
+        now_ = ctx.placements()
+        same = now_ == state["last"]
+        state["last"] = now_
+        return now_ if same else None
+
+    before = wait_until(settled, 10, "placements to settle", interval=1.5)
+    mine = sorted(t for t, (c, _g) in before.items() if c == "c1")
+    check(len(mine) >= 2, f"placements: {before}")
+    declared = {int(r[0]): float(r[1]) for r in ctx.sql("SELECT id, cost FROM tasks")}
+    log_from = len(p.stderr())
+    # Nonsense beside it: a non-number for one of c1's tasks (its cost stays), a key that is
+    # no id, a negative one, a task that does not exist.
+    task_us = {str(t): 150 for t in mine[1:]}
+    task_us.update({str(mine[0]): "lots", "x1": 5, "-3": 7, "999999": 5})
+    ctx.sql("UPDATE collectors SET load = jsonb_build_object('task_us', '" +
+            json.dumps(task_us) + "'::jsonb) WHERE name = 'c1'")
+    wait_until(lambda: "costs: " in p.stderr()[log_from:], 5, "a cost refresh")
+
+    def costs():
+        return {int(r[0]): float(r[1]) for r in ctx.sql("SELECT id, cost FROM tasks")}
+
+    wait_until(lambda: all(abs(costs()[t] - 15) < 0.2 * 15 for t in mine[1:]), 10,
+               "c1's tasks' costs near 15")
+    now = costs()
+    check(now[mine[0]] == declared[mine[0]], f"task {mine[0]} ('lots'): {declared[mine[0]]} -> {now[mine[0]]}")
+    wait_until(lambda: "assign: " in p.stderr()[log_from:], 5, "a rebalance after the refinement")
+    active = {r[0] for r in ctx.sql("SELECT name FROM collectors WHERE state = 'active'")}
+    report = {}
+
+    def balanced():
+        # Loads by cost against the active collectors' weight shares; a task of cost 25 may
+        # not fit the +-10% band (granularity).
+        now_ = costs()
+        loads = {c: 0.0 for c in active}
+        for t, (c, _g) in ctx.placements().items():
+            loads[c] = loads.get(c, 0) + now_[t]
+        total = sum(loads.values())
+        weight = sum(WEIGHTS[c] for c in active)
+        report.update(loads=loads, shares={c: total * WEIGHTS[c] / weight for c in active})
+        return all(abs(loads[c] - report["shares"][c]) <= max(0.1 * report["shares"][c], 25)
+                   for c in active)
+
+    try:
+        wait_until(balanced, 10, "loads by cost within the shares")
+    finally:
+        say(f"loads by cost after refinement: {report}")
+    check(p.alive() and "tick failed" not in p.stderr()[log_from:], lambda: p.output())
+    ctx.sql("UPDATE collectors SET load = '{}' WHERE name = 'c1'")
+
+
 def test_no_secret_in_logs(ctx):
     for name, p in ctx.coords.items():
         check(PASSWORD not in p.stderr() and PASSWORD not in p.stdout(),
@@ -445,7 +509,7 @@ def test_check_config(ctx):
 
 if __name__ == "__main__":
     sys.exit(run_checks([test_start_together, test_weighted_shares, test_collector_dies,
-                         test_leader_killed, test_nonsense_rows, test_overloaded_sheds,
-                         test_old_protocol, test_no_secret_in_logs,
+                         test_leader_killed, test_nonsense_rows, test_costs_refined,
+                         test_overloaded_sheds, test_old_protocol, test_no_secret_in_logs,
                          test_check_config],
                         setup=setup, teardown=teardown, limit_s=120))
