@@ -6,7 +6,13 @@
 // Live events: a pg::Client of its own LISTENs on trapline_events (raised by the v5 triggers,
 // so whatever changes the registry, this coordinator or another or psql, is seen); payloads
 // go through an EventCoalescer and out to every open stream. When that connection comes back
-// after a loss, every stream gets a "resync" event (notifications may have been missed).
+// after a loss, every stream gets {"type": T, "many": true, "resync": true} for every type
+// (notifications may have been missed: refetch), as after a folded burst.
+//
+// Events (SSE event name = type): "hello" {"live"} first; "host", "service", "collector",
+// "task", "error", "audit" hints ({"type", "id", "host"?, ...}; {"type", "many": true} means
+// "refetch the list"); "denied" {"error"} then the end of the stream when a session cookie
+// turned out not to grant access.
 //
 // Lifetime: Stop() (http_api.cc) marks the API dead; the panel's timer notices within 100 ms
 // and closes the events connection, its timers, the streams and kills running probes, so the
@@ -792,8 +798,13 @@ void HttpApi::RegisterPanel() {
       }
       if (p->events_seen_up) {
         // Notifications sent while we were away are lost: every client refetches.
-        spdlog::info("[panel] events connection back; streams told to resync");
-        p->Broadcast({{"resync", "{\"type\":\"resync\"}"}});
+        // As after a folded burst: one {"type": T, "many": true} per type (pages refetch).
+        spdlog::info("[panel] events connection back; streams told to refetch");
+        std::vector<panel::EventCoalescer::Event> all;
+        for (const char* t : {"host", "service", "collector", "task", "error", "audit"}) {
+          all.push_back({t, panel::Dump({{"type", t}, {"many", true}, {"resync", true}})});
+        }
+        p->Broadcast(all);
       }
       p->events_seen_up = true;
     });
@@ -818,7 +829,7 @@ void HttpApi::RegisterPanel() {
 // The same check as every kRead route (Authenticate, session_api.cc: the API token, a
 // session cookie, or open_reads). A refusal known at once is the answer (403: a stream handler
 // cannot answer 401); one that needs the registry (a session cookie) comes after the stream
-// opened: an "error" event, then the stream ends. Nothing is sent before access is granted.
+// opened: a "denied" event, then the stream ends. Nothing is sent before access is granted.
 Status HttpApi::OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Stream> stream) {
   if (!*alive_ || !panel_ || panel_->down) return Status::Unavailable("stopping");
   if (!r.rest.empty()) return Status::NotFound("no such resource: " + r.path);
@@ -864,7 +875,7 @@ Status HttpApi::OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Str
                  auto s = weak.lock();
                  if (!s || !s->open() || !*alive || !panel_ || panel_->down) return;
                  if (!why.ok()) {
-                   s->Send(panel::Dump({{"type", "error"}, {"error", why.message()}}), "error");
+                   s->Send(panel::Dump({{"type", "denied"}, {"error", why.message()}}), "denied");
                    s->Close();
                    return;
                  }
