@@ -120,6 +120,8 @@ host_group = "trapline ui"
 listen = "{HOST}:{self.port}"
 api_token_file = "{self.tmp}/api.token"
 ui_dir = "{ui_dir}"
+[discovery]
+enrolment_secret_file = "{self.tmp}/enrol.secret"
 """)
         self.coordinator = Proc([trapline_bin(), "coordinator", "--config", conf], self.tmp, "k1")
         wait_until(lambda: self.sql_value("SELECT to_regclass('tasks') IS NOT NULL") == "t", 30,
@@ -231,17 +233,22 @@ INSERT INTO services (host_id, plugin, port, credential_profile_id, enabled)
         self.discover("ui-db01", self.redis.port)
 
     def discover(self, name, port):
-        """The host as trapline-discover reports it (POST /api/v1/discovery); by SQL while that
-        endpoint is not there."""
+        """The host as trapline-discover reports it (POST /api/v1/discovery with the enrolment
+        secret); by SQL only where that endpoint does not exist (404)."""
         report = {"version": 1, "script": "trapline-discover 1.0",
-                  "host": {"name": name, "fqdn": f"{name}.example.com", "os": "Debian GNU/Linux 12",
+                  # Loopback addresses are not preferred as the host's address; the fqdn
+                  # comes next, so it is the address the targets listen on here.
+                  "host": {"name": name, "fqdn": HOST, "os": "Debian GNU/Linux 12",
                            "kernel": "6.1.0", "addresses": [HOST], "cpus": 2, "memory_bytes": 1 << 30},
                   "services": [{"kind": "redis", "port": port, "version": "7.0.15"}]}
         st, out = self.api("POST", "/api/v1/discovery", report, token=ENROL)
         if st in (200, 201):
-            say(f"{name} reported by discovery: {st}")
+            say(f"{name} reported by discovery (POST /api/v1/discovery): {st} {out.get('host')}")
+            check(self.sql_value(f"SELECT enabled FROM hosts WHERE name = '{name}'") == "f", "discovered host enabled")
             return
-        say(f"POST /api/v1/discovery: {st} {out}: {name} inserted by SQL instead")
+        # Only while the endpoint does not exist; any other answer is a failure.
+        check(st == 404, f"POST /api/v1/discovery: {st} {out}")
+        say(f"POST /api/v1/discovery: 404: {name} inserted by SQL instead")
         self.sql(f"""
 INSERT INTO hosts (name, address) VALUES ('{name}', '{HOST}');
 INSERT INTO services (host_id, plugin, port) SELECT id, 'redis', {port} FROM hosts WHERE name = '{name}';
@@ -352,7 +359,8 @@ def check_scale(ctx):
             "'10.' || (i / 65536) || '.' || (i / 256 % 256) || '.' || (i % 256), i % 3 = 0, "
             "ARRAY['load/' || (i % 10)] FROM generate_series(1, 5000) i")
     ctx.sql("INSERT INTO services (host_id, plugin, port) SELECT id, 'redis', 6379 FROM hosts WHERE name LIKE 'load-%'")
-    r = ctx.node("scale", {"last": "load-05000", "total_min": 5000})
+    filtered = int(ctx.sql_value("SELECT count(*) FROM hosts WHERE 'load/3' = ANY(groups) AND NOT enabled"))
+    r = ctx.node("scale", {"last": "load-05000", "total_min": 5000, "filtered": filtered})
     check(r["rows_in_dom"] < 120, r)
     check(r["first_ms"] < 3000 and r["last_ms"] < 3000, r)
 
