@@ -14,7 +14,9 @@ PostgreSQL registry and a real `trapline coordinator` ([discovery] gone_after_re
                             none for generic:nginx; redis missing from 2 reports: gone, its task
                             removed, audit service.gone; back in a report: un-gone, task again
   test_auto_enrolment       host enabled: a newly reported service is enabled with the profile
-                            of its host group, else its kind's default, and gets a task
+                            of its host group, else its kind's default, and gets a task; a host
+                            enabled alone (no "services": "all") gets its services enabled at
+                            its next report; an operator's disable sticks
   test_by_hand              POST /hosts/{name}/services (201, 409, unknown plugin, unknown
                             profile, wrong scheme), POST /hosts/{name}/clone (groups, enabled,
                             services, audit), a 100 KB body on another route: 413
@@ -22,6 +24,8 @@ PostgreSQL registry and a real `trapline coordinator` ([discovery] gone_after_re
                             enrols again
   test_rate_limit           a second coordinator (a standby: it serves the API too) with
                             rate_per_minute = 1, burst = 2: the third report 429 + Retry-After
+  test_config               [discovery]: a short or unreadable secret, gone_after_reports = 0, a
+                            misspelt key: --check-config names the problem
 """
 
 import http.client
@@ -36,7 +40,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    Failure, check, make_tmp, run_checks, say, trapline_bin, wait_until)
+    Failure, check, make_tmp, run_checks, say, trapline, trapline_bin, wait_until)
 from harness import PostgresServer, free_port  # noqa: E402
 from test_coordinator_api import Coordinator  # noqa: E402  (lives across checks)
 
@@ -386,6 +390,19 @@ def test_auto_enrolment(ctx):
                     "'service.discovered' AND after->>'enabled' = 'true' AND after->>'cause' = "
                     "'discovery report'")
     check(audit == [("2",)], f"audit {audit}")
+    # A host enabled without "services": "all": its reported services are enabled at its next
+    # report (audit service.enable, cause discovery report).
+    status, out, _ = ctx.post(report("app01", services=[{"kind": "ssh", "port": 2222}]), token=ENROL)
+    check(status == 201, f"app01: {status} {out}")
+    app_token = out["token"]
+    check(ctx.sql("SELECT enabled FROM services WHERE port = 2222") == [("f",)], "enabled early")
+    ctx.ok("PATCH", "/api/v1/hosts/app01", {"enabled": True})
+    ctx.post(report("app01", services=[{"kind": "ssh", "port": 2222}]), token=app_token)
+    check(ctx.sql("SELECT s.enabled, s.credential_profile_id IS NULL FROM services s "
+                  "WHERE port = 2222") == [("t", "t")], "app01's ssh not enabled by its report")
+    check(ctx.sql("SELECT count(*) FROM audit_log WHERE action = 'service.enable' AND actor = "
+                  "'discovery' AND after->>'plugin' = 'linux'") == [("1",)], "service.enable audit")
+    wait_until(lambda: ctx.tasks("app01") == ["linux"], 5, "app01's task")
     # An operator's disable sticks across reports.
     sid = ctx.sql("SELECT id FROM services WHERE port = 6380")[0][0]
     ctx.ok("PATCH", f"/api/v1/services/{sid}", {"enabled": False})
@@ -480,6 +497,27 @@ def test_rate_limit(ctx):
         co2.wait(10)
 
 
+def test_config(ctx):
+    def check_config(discovery, want):
+        path = os.path.join(ctx.tmp, "bad.toml")
+        with open(path, "w") as f:
+            f.write(f'[coordinator]\nregistry = "{ctx.pg.url(db="registry")}"\n\n'
+                    f'[discovery]\n{discovery}\n')
+        cp = trapline("coordinator", "--config", path, "--check-config")
+        out = cp.stdout + cp.stderr
+        check((cp.returncode == 0) == (want is None) and (want is None or want in out),
+              f"{discovery!r}: exit {cp.returncode}: {out.strip()} (want {want!r})")
+        say(f"{discovery!r} -> {out.strip()}")
+    short = os.path.join(ctx.tmp, "short.secret")
+    with open(short, "w") as f:
+        f.write("short\n")
+    check_config(f'enrolment_secret_file = "{short}"', "at least 16 characters")
+    check_config('enrolment_secret_file = "/nonexistent/secret"', "cannot be read")
+    check_config("gone_after_reports = 0", "gone_after_reports")
+    check_config("rate_per_minte = 5", "rate_per_minte")
+    check_config(f'enrolment_secret_file = "{ctx.secret_file}"\ngone_after_reports = 5', None)
+
+
 def _status(port):
     try:
         with urllib.request.urlopen(urllib.request.Request(
@@ -492,5 +530,5 @@ def _status(port):
 
 if __name__ == "__main__":
     sys.exit(run_checks([test_enrolment, test_hostile, test_gone, test_auto_enrolment, test_by_hand,
-                         test_token_reset, test_rate_limit],
+                         test_token_reset, test_rate_limit, test_config],
                         setup=setup, teardown=teardown, limit_s=120))
