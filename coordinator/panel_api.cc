@@ -305,13 +305,34 @@ Status ReadProfileFields(const json& j, std::string_view kind, ProfileInput* p) 
     TRAPLINE_ASSIGN_OR_RETURN(std::string o, CheckOptions(j["options"], kind));
     p->options_json = o;
   }
+  if (j.contains("host_groups")) {
+    const json& g = j["host_groups"];
+    if (!g.is_array() || g.size() > kMaxGroups) {
+      return Status::InvalidArgument("'host_groups' must be an array of at most " +
+                                     std::to_string(kMaxGroups) + " group names");
+    }
+    std::vector<std::string> groups;
+    for (const json& x : g) {
+      if (!x.is_string()) return Status::InvalidArgument("'host_groups' must be an array of group names");
+      TRAPLINE_RETURN_IF_ERROR(ValidateGroup(x.get_ref<const std::string&>()));
+      if (std::find(groups.begin(), groups.end(), x.get<std::string>()) == groups.end()) {
+        groups.push_back(x.get<std::string>());
+      }
+    }
+    p->host_groups = groups;
+  }
+  if (j.contains("is_default")) {
+    if (!j["is_default"].is_boolean()) return Status::InvalidArgument("'is_default' must be true or false");
+    p->is_default = j["is_default"].get<bool>();
+  }
   return Status::OK();
 }
 
 }  // namespace
 
 Result<ProfileInput> ParseNewProfile(std::string_view body) {
-  TRAPLINE_ASSIGN_OR_RETURN(json j, ParseObject(body, {"name", "kind", "username", "secret", "options"}));
+  TRAPLINE_ASSIGN_OR_RETURN(json j, ParseObject(body, {"name", "kind", "username", "secret", "options",
+                                                        "host_groups", "is_default"}));
   ProfileInput p;
   if (!j.contains("name") || !j["name"].is_string()) {
     return Status::InvalidArgument("'name' (a string) is required");
@@ -328,7 +349,8 @@ Result<ProfileInput> ParseNewProfile(std::string_view body) {
 }
 
 Result<ProfileInput> ParseProfilePatch(std::string_view body, std::string_view kind) {
-  TRAPLINE_ASSIGN_OR_RETURN(json j, ParseObject(body, {"kind", "username", "secret", "options"}));
+  TRAPLINE_ASSIGN_OR_RETURN(json j, ParseObject(body, {"kind", "username", "secret", "options",
+                                                        "host_groups", "is_default"}));
   if (j.empty()) return Status::InvalidArgument("nothing to change");
   ProfileInput p;
   p.kind = std::string(kind);
@@ -1090,7 +1112,8 @@ namespace {
 // A profile as answers show it: never the secret, only whether there is one.
 std::string ProfileObject(const std::string& cp) {
   return "json_build_object('name', " + cp + ".name, 'kind', " + cp + ".kind, 'username', " + cp +
-         ".username, 'options', " + cp + ".options, 'has_secret', " + cp +
+         ".username, 'options', " + cp + ".options, 'host_groups', " + cp + ".host_groups, "
+         "'is_default', " + cp + ".is_default, 'has_secret', " + cp +
          ".secret <> '{}'::jsonb, 'services', (SELECT count(*) FROM services s WHERE "
          "s.credential_profile_id = " + cp + ".id), 'created_at', " + cp + ".created_at, "
          "'updated_at', " + cp + ".updated_at)";
@@ -1119,19 +1142,28 @@ void HttpApi::PostCredentialProfile(const HttpRequest& r, Call call) {
   if (!p.ok()) return call.Send(p.status());
   std::string name = p->name;
   Sql(call, "panel add credential profile",
-      "WITH ins AS (INSERT INTO credential_profiles (name, kind, username, secret, options) "
-      "  VALUES ($1, $2, $3, $4::jsonb, $5::jsonb) ON CONFLICT (name) DO NOTHING RETURNING *), "
+      "WITH other AS (SELECT name FROM credential_profiles WHERE $7::boolean AND kind = $2 AND "
+      "  is_default AND name <> $1), "
+      "ins AS (INSERT INTO credential_profiles (name, kind, username, secret, options, host_groups, "
+      "  is_default) SELECT $1, $2, $3, $4::jsonb, $5::jsonb, ARRAY(SELECT "
+      "  jsonb_array_elements_text($8::jsonb)), $7::boolean WHERE NOT EXISTS (SELECT 1 FROM other) "
+      "  ON CONFLICT (name) DO NOTHING RETURNING *), "
       "a AS (" + std::string(kAudit) +
           "SELECT $6, 'credential_profile.create', 'credential_profile', ins.name, NULL, "
           "  jsonb_build_object('name', ins.name, 'kind', ins.kind, 'username', ins.username, "
-          "  'options', ins.options, 'secret', CASE WHEN ins.secret <> '{}'::jsonb THEN 'set' "
-          "  ELSE 'none' END) FROM ins) "
-          "SELECT " + ProfileObject("ins") + "::text FROM ins",
+          "  'options', ins.options, 'host_groups', ins.host_groups, 'is_default', ins.is_default, "
+          "  'secret', CASE WHEN ins.secret <> '{}'::jsonb THEN 'set' ELSE 'none' END) FROM ins) "
+          "SELECT (SELECT " + ProfileObject("ins") + "::text FROM ins), (SELECT name FROM other LIMIT 1)",
       {p->name, p->kind, p->username.value_or(""), p->secret_json, p->options_json.value_or("{}"),
-       call.actor()},
-      [name](const pg::Rows& rows) -> Result<HttpResponse> {
-        if (rows.rows.empty()) return HttpResponse::Error(409, "credential profile '" + name + "' exists");
-        return JsonOf(rows, 201);
+       call.actor(), Bool(p->is_default.value_or(false)),
+       JsonStringArray(p->host_groups.value_or(std::vector<std::string>()))},
+      [name, kind = p->kind](const pg::Rows& rows) -> Result<HttpResponse> {
+        if (Cell(rows, 1)) {
+          return HttpResponse::Error(409, "credential profile '" + *Cell(rows, 1) + "' is the default for " +
+                                              kind + "; make it not the default first");
+        }
+        if (!Cell(rows, 0)) return HttpResponse::Error(409, "credential profile '" + name + "' exists");
+        return HttpResponse::Json(*Cell(rows, 0), 201);
       });
 }
 
@@ -1153,10 +1185,16 @@ void HttpApi::PatchCredentialProfile(const HttpRequest& r, Call call) {
         // the new credentials (as PATCH /services does for a new profile).
         Sql(call, "panel update credential profile",
             "WITH old AS (SELECT * FROM credential_profiles WHERE name = $1 AND kind = $2 FOR UPDATE), "
+            "other AS (SELECT name FROM credential_profiles WHERE $8::boolean AND kind = $2 AND "
+            "  is_default AND name <> $1), "
             "cp AS (UPDATE credential_profiles SET username = coalesce($3, credential_profiles.username), "
             "  secret = CASE WHEN $4::boolean THEN $5::jsonb ELSE credential_profiles.secret END, "
-            "  options = coalesce($6::jsonb, credential_profiles.options), updated_at = now() "
-            "  FROM old WHERE credential_profiles.id = old.id RETURNING credential_profiles.*), "
+            "  options = coalesce($6::jsonb, credential_profiles.options), host_groups = CASE WHEN "
+            "  $9::jsonb IS NULL THEN credential_profiles.host_groups ELSE ARRAY(SELECT "
+            "  jsonb_array_elements_text($9::jsonb)) END, is_default = coalesce($8::boolean, "
+            "  credential_profiles.is_default), updated_at = now() "
+            "  FROM old WHERE credential_profiles.id = old.id AND NOT EXISTS (SELECT 1 FROM other) "
+            "  RETURNING credential_profiles.*), "
             "t AS (UPDATE tasks SET generation = tasks.generation + 1 FROM services s, cp "
             "  WHERE tasks.service_id = s.id AND s.credential_profile_id = cp.id AND "
             "  tasks.collector_id IS NOT NULL RETURNING tasks.collector_id), "
@@ -1164,14 +1202,23 @@ void HttpApi::PatchCredentialProfile(const HttpRequest& r, Call call) {
                 "', c.name) FROM collectors c WHERE c.id IN (SELECT collector_id FROM t)), "
                 "a AS (" + kAudit +
                 "SELECT $7, 'credential_profile.update', 'credential_profile', cp.name, "
-                "  jsonb_build_object('username', old.username, 'options', old.options), "
-                "  jsonb_build_object('username', cp.username, 'options', cp.options) || CASE WHEN "
+                "  jsonb_build_object('username', old.username, 'options', old.options, 'host_groups', "
+                "  old.host_groups, 'is_default', old.is_default), jsonb_build_object('username', "
+                "  cp.username, 'options', cp.options, 'host_groups', cp.host_groups, 'is_default', "
+                "  cp.is_default) || CASE WHEN "
                 "  $4::boolean THEN jsonb_build_object('secret', 'changed') ELSE '{}'::jsonb END "
                 "  FROM cp JOIN old ON old.id = cp.id) "
-                "SELECT (SELECT count(*) FROM told), (SELECT " + ProfileObject("cp") + "::text FROM cp)",
+                "SELECT (SELECT count(*) FROM told), (SELECT " + ProfileObject("cp") +
+                "::text FROM cp), (SELECT name FROM other LIMIT 1)",
             {name, p->kind, p->username, Bool(p->set_secret), p->secret_json, p->options_json,
-             call.actor()},
-            [name](const pg::Rows& rows) -> Result<HttpResponse> {
+             call.actor(), OptBool(p->is_default),
+             p->host_groups ? pg::Value(JsonStringArray(*p->host_groups)) : pg::Value()},
+            [name, kind = p->kind](const pg::Rows& rows) -> Result<HttpResponse> {
+              if (Cell(rows, 2)) {
+                return HttpResponse::Error(409, "credential profile '" + *Cell(rows, 2) +
+                                                    "' is the default for " + kind +
+                                                    "; make it not the default first");
+              }
               if (!Cell(rows, 1)) return Status::NotFound("no credential profile '" + name + "'");
               return HttpResponse::Json(*Cell(rows, 1));
             });

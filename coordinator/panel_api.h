@@ -85,6 +85,10 @@ struct ProfileInput {
   bool set_secret = false;              // "secret" given: replaces the whole secret
   std::string secret_json = "{}";       // checked object, as JSON text
   std::optional<std::string> options_json;  // checked object, as JSON text
+  // Which discovered services get this profile (migration 3, discovery_api.cc): those of
+  // hosts in one of these groups, else the kind's default (one per kind).
+  std::optional<std::vector<std::string>> host_groups;
+  std::optional<bool> is_default;
 };
 // POST body: name and kind required.
 Result<ProfileInput> ParseNewProfile(std::string_view body);

@@ -505,6 +505,20 @@ def test_profiles(ctx):
     check(p["has_secret"] is True and p["kind"] == "ssh" and "secret" not in p, p)
     ctx.ok("POST", "/api/v1/credential-profiles", {"name": "redis-main", "kind": "redis"}, want=201)
     ctx.bad("POST", "/api/v1/credential-profiles", {"name": "redis-main", "kind": "redis"}, want=409)
+    # Discovery's choice (host groups, one default per kind).
+    d = ctx.ok("POST", "/api/v1/credential-profiles", {"name": "ssh-default", "kind": "ssh",
+                                                       "is_default": True,
+                                                       "host_groups": ["Linux"]}, want=201)
+    check(d["is_default"] is True and d["host_groups"] == ["Linux"], d)
+    out = ctx.bad("POST", "/api/v1/credential-profiles", {"name": "ssh-d2", "kind": "ssh",
+                                                          "is_default": True}, want=409)
+    check("ssh-default" in out["error"], out)
+    ctx.bad("PATCH", "/api/v1/credential-profiles/linux-prod", {"is_default": True}, want=409)
+    ctx.ok("PATCH", "/api/v1/credential-profiles/ssh-default", {"is_default": False})
+    d = ctx.ok("PATCH", "/api/v1/credential-profiles/linux-prod", {"is_default": True,
+                                                                   "host_groups": ["A", "B"]})
+    check(d["is_default"] is True and d["host_groups"] == ["A", "B"], d)
+    ctx.ok("DELETE", "/api/v1/credential-profiles/ssh-default")
     lst = ctx.ok("GET", "/api/v1/credential-profiles")
     byname = {x["name"]: x for x in lst["profiles"]}
     check(byname["linux-prod"]["has_secret"] is True and byname["redis-main"]["has_secret"] is False,

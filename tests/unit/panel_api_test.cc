@@ -155,6 +155,14 @@ TEST_CASE("credential profiles: kind, options and secret shape per kind") {
   std::string big(17 * 1024, 'k');
   CHECK(!ParseNewProfile(R"({"name": "x", "kind": "ssh", "secret": {"private_key": ")" + big + "\"}}").ok());
 
+  p = ParseNewProfile(R"({"name": "r2", "kind": "redis", "host_groups": ["DB", "DB", "Cache/EU"], "is_default": true})");
+  REQUIRE(p.ok());
+  CHECK(p->host_groups == std::vector<std::string>{"DB", "Cache/EU"});
+  CHECK(p->is_default == true);
+  CHECK(!ParseNewProfile(R"({"name": "x", "kind": "redis", "host_groups": ["a;b"]})").ok());
+  CHECK(!ParseNewProfile(R"({"name": "x", "kind": "redis", "host_groups": "DB"})").ok());
+  CHECK(!ParseNewProfile(R"({"name": "x", "kind": "redis", "is_default": "yes"})").ok());
+
   auto patch = ParseProfilePatch(R"({"secret": {"password": "new"}})", "redis");
   REQUIRE(patch.ok());
   CHECK(patch->set_secret);
