@@ -38,6 +38,16 @@ const scenarios = {
       const sess = cookies.find((c) => c.name === "trapline_session");
       check(sess && sess.httpOnly && sess.sameSite === "Strict", `session cookie ${JSON.stringify(sess)}`);
       check(!(await b.page.evaluate(() => document.cookie)).includes("trapline_session"), "cookie readable by scripts");
+      // The session gone (logged out elsewhere, expired): the next API call answers 401, the
+      // panel goes to the login page and, once logged in again, back to where the user was.
+      await b.context.clearCookies();
+      await b.page.goto(env.url + "#/collectors");
+      await b.page.waitForURL(/#\/login\?next=%2Fcollectors/);
+      await b.page.getByLabel("User").fill(env.user);
+      await b.page.getByLabel("Password").fill(env.password);
+      await b.page.getByRole("button", { name: "Log in" }).click();
+      await b.page.locator("[data-test=collectors]").waitFor();
+      say("session gone: to the login page, and back to Collectors after logging in again");
       check(b.problems.length === 0, b.problems.join("; "));
       return { error_text: err, user: who };
     } finally {
