@@ -1099,6 +1099,7 @@ void HttpApi::Audit(const HttpRequest& r, Call call) {
       "SELECT json_build_object('limit', $8::int, 'offset', $9::int, 'more', (SELECT count(*) FROM x) "
       "> $8::int, 'audit', coalesce((SELECT json_agg(json_build_object('id', y.id, 'at', y.at, "
       "'actor', y.actor, 'action', y.action, 'object_type', y.object_type, 'object', y.object_id, "
+      "'object_id', y.object_id, "
       "'before', y.before, 'after', y.after) ORDER BY y.at DESC, y.id DESC) FROM (SELECT * FROM x "
       "ORDER BY at DESC, id DESC LIMIT $8::int) y), '[]'::json))::text",
       {text(f->actor), exact, prefix, text(f->object_type), text(f->object), time(f->since),
