@@ -10,6 +10,8 @@ Zabbix itself.
                             cookie is HttpOnly + SameSite=Strict
   check_monitor_discovered  a host discovery reported: one click on Discovery monitors it and all
                             its services; its page turns ok by itself; its Zabbix host appears
+  check_zabbix_links        the host page's links, followed into the Zabbix frontend: the host
+                            in Monitoring > Hosts, its dashboard made by zabbix-sync
   check_live_status         a change made elsewhere (the API with the bearer token) shows on the
                             Hosts page within 2 s, without a reload
   check_bulk_maintenance    three hosts selected on Hosts, "Maintenance on" with an end time:
@@ -290,6 +292,13 @@ def check_monitor_discovered(ctx):
         f"{time.monotonic() - t0:.1f} s after the scenario started")
 
 
+def check_zabbix_links(ctx):
+    name = "trapline: ui-db01 / redis"
+    wait_until(lambda: ctx.zbx.api("dashboard.get", {"filter": {"name": [name]}}), 60, "the host's dashboard")
+    ctx.node("zabbix_links", {"host": "ui-db01", "zabbix_user": ctx.zbx.user,
+                              "zabbix_password": ctx.zbx.password, "dashboard": name})
+
+
 def check_live_status(ctx):
     r = ctx.node("live_status", {"host": "ui-auth"})
     check(r["on_ms"] < 2000 and r["off_ms"] < 2000, r)
@@ -416,7 +425,7 @@ def check_screenshots(ctx):
 
 
 if __name__ == "__main__":
-    sys.exit(run_checks([check_login, check_monitor_discovered, check_live_status,
+    sys.exit(run_checks([check_login, check_monitor_discovered, check_zabbix_links, check_live_status,
                          check_bulk_maintenance, check_clone, check_wrong_credential, check_add_host,
                          check_audit, check_serving, check_escaping, check_viewer, check_scale,
                          check_screenshots],

@@ -77,6 +77,30 @@ const scenarios = {
     });
   },
 
+  // The host page's Zabbix links, followed into the real Zabbix frontend (logged in there):
+  // the host in Monitoring > Hosts, and the dashboards zabbix-sync made for it.
+  async zabbix_links({ host, zabbix_user, zabbix_password, dashboard }) {
+    return withPanel(async (page, b) => {
+      await page.goto(env.url + `#/hosts/${encodeURIComponent(host)}`);
+      const hostHref = await page.locator("[data-test=zabbix-host]").getAttribute("href");
+      const dashHref = await page.locator("[data-test=zabbix-dashboards]").getAttribute("href");
+      const z = await b.context.newPage();
+      const origin = new URL(hostHref).origin + new URL(hostHref).pathname.replace(/zabbix\.php$/, "");
+      await z.goto(origin + "index.php");
+      await z.locator("#name").fill(zabbix_user);
+      await z.locator("#password").fill(zabbix_password);
+      await z.locator("#enter").click();
+      await z.waitForURL(/dashboard|zabbix\.php/);
+      await z.goto(hostHref);
+      await z.locator("table.list-table").getByText(host, { exact: true }).first().waitFor();
+      await z.goto(dashHref);
+      await z.getByText(dashboard).first().waitFor();
+      await z.screenshot({ path: require("path").join(env.shots, "zabbix-dashboards-from-panel-1280.png") });
+      say(`Zabbix links of ${host}: the host in Monitoring > Hosts, dashboard "${dashboard}" listed`);
+      return { host_link: hostHref, dashboards_link: dashHref };
+    });
+  },
+
   // A change made elsewhere (the API with the bearer token) shows on the hosts page within 2 s.
   async live_status({ host }) {
     return withPanel(async (page) => {

@@ -54,12 +54,14 @@ export function hostPage(root: HTMLElement, params: string[]): () => void {
         : btn("Maintenance…", (b) => maintenance(b)),
       btn("Remove", (b) => remove(b), "danger"),
     ] : [];
+    // Zabbix 6.0's Monitoring > Hosts filtered on the name (its row links to the host's latest
+    // data, graphs, problems and dashboards) and the dashboards zabbix-sync made for it
+    // ("trapline: HOST / plugin").
+    const base = frontend.replace(/\/$/, "");
     const zlinks = frontend ? [
-      h("a", { href: `${frontend.replace(/\/$/, "")}/zabbix.php?action=host.view&filter_name=${enc(name)}&filter_set=1`, target: "_blank", rel: "noopener noreferrer" }, "Zabbix host"),
+      h("a", { href: `${base}/zabbix.php?action=host.view&filter_name=${enc(name)}&filter_set=1`, target: "_blank", rel: "noopener noreferrer", "data-test": "zabbix-host" }, "Zabbix host (latest data, graphs, problems)"),
       " · ",
-      h("a", { href: `${frontend.replace(/\/$/, "")}/zabbix.php?action=dashboard.list&filter_name=${enc(`trapline: ${name}`)}&filter_set=1`, target: "_blank", rel: "noopener noreferrer" }, "Zabbix dashboards"),
-      " · ",
-      h("a", { href: `${frontend.replace(/\/$/, "")}/zabbix.php?action=latest.view&filter_search=${enc(name)}&filter_set=1`, target: "_blank", rel: "noopener noreferrer" }, "latest data and graphs"),
+      h("a", { href: `${base}/zabbix.php?action=dashboard.list&filter_name=${enc(`trapline: ${name}`)}&filter_set=1`, target: "_blank", rel: "noopener noreferrer", "data-test": "zabbix-dashboards" }, "its dashboards"),
     ] : [h("span", { class: "muted" }, "no Zabbix frontend URL configured ([zabbix] frontend_url)")];
     const m = d.maintenance;
     const errors = d.errors ?? [];
