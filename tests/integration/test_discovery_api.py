@@ -40,8 +40,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    Failure, check, make_tmp, run_checks, say, trapline, trapline_bin, wait_until)
+    check, make_tmp, run_checks, say, trapline, trapline_bin, wait_until)
 from harness import PostgresServer, free_port  # noqa: E402
+import test_coordinator_api as api_test  # noqa: E402
 from test_coordinator_api import Coordinator  # noqa: E402  (lives across checks)
 
 TOKEN = "api-token-5f0c2b7e9d1a4c38"
@@ -144,15 +145,7 @@ class Ctx:
             "SELECT t.plugin FROM tasks t JOIN services s ON s.id = t.service_id JOIN hosts h ON "
             f"h.id = s.host_id WHERE h.name = '{host}'"))
 
-    def close(self):
-        if self.coord.alive():
-            self.coord.popen.send_signal(signal.SIGTERM)
-            try:
-                self.coord.wait(10)
-            except Failure:
-                self.coord.kill9()
-        self.coord.close_stdin()
-        self.pg.close()
+    close = api_test.Ctx.close  # SIGTERM the coordinator (kill -9 after 10 s), stop PostgreSQL
 
 
 def setup():
