@@ -24,28 +24,42 @@ sshd started by the harness on their own free ports.
                           STATE_DIR/token with mode 0600 and sent on the next run instead of the
                           enrolment secret
   test_config_file        REGISTRY= / TOKEN_FILE= / STATE_DIR= / HOSTNAME= from --config
+  test_end_to_end         a real `trapline coordinator` ([discovery] enrolment secret, gone after
+                          1 report): the first run enrols and stores the host token (0600), the
+                          registry has the host with sshd, PostgreSQL (data directory, version)
+                          and Redis on the test's ports; the host enabled in one click gets
+                          tasks; the next run uses the host token; Redis stopped and the script
+                          run again: its service is gone (audited) and its task stops
 """
 
 import http.server
-import json
 import ipaddress
+import json
 import os
 import pwd
+import re
 import shutil
+import signal
 import stat
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import SOURCE, Failure, check, describe, make_tmp, run, run_checks, say  # noqa: E402
+from common import (  # noqa: E402
+    SOURCE, BackgroundProc, Failure, check, describe, make_tmp, run, run_checks, say, trapline_bin,
+    wait_until)
+from common import _live as live  # noqa: E402
 from harness import PostgresServer, RedisServer, SshServer, free_port  # noqa: E402
 
 SCRIPT = os.path.join(SOURCE, "discovery", "trapline-discover")
 SECRET = "enrol-secret-3b9f1c2d7e"
 HOST_TOKEN = "f" * 16 + "0123456789abcdef" * 3
+API_TOKEN = "api-token-0c4e8a1f5b7d9e23"
 
 SERVICE_KEYS = {"kind", "port", "name", "version", "data_directory"}
 HOST_KEYS = {"name", "fqdn", "os", "kernel", "addresses", "cpus", "memory_bytes"}
@@ -419,9 +433,130 @@ def test_config_file(ctx):
         reg.close()
 
 
+class Coordinator(BackgroundProc):
+    """A `trapline coordinator` with [http] and [discovery] over a registry database on the
+    test's PostgreSQL (which the script also reports: a registry is a PostgreSQL too)."""
+
+    def __init__(self, ctx, gone_after):
+        self.ctx = ctx
+        ctx.pg.create_db("registry")
+        self.port = free_port()
+        api_token = os.path.join(ctx.tmp, "api.token")
+        with open(api_token, "w") as f:
+            f.write(API_TOKEN + "\n")
+        os.chmod(api_token, 0o600)
+        self.config = os.path.join(ctx.tmp, "co.toml")
+        with open(self.config, "w") as f:
+            f.write(f'[coordinator]\nname = "co1"\nregistry = "{ctx.pg.url(db="registry")}"\n'
+                    'log_level = "debug"\n\n'
+                    f'[http]\nlisten = "127.0.0.1:{self.port}"\napi_token_file = "{api_token}"\n\n'
+                    f'[discovery]\nenrolment_secret_file = "{ctx.token_file}"\n'
+                    f'gone_after_reports = {gone_after}\nburst = 20\n')
+        super().__init__([trapline_bin(), "coordinator", "--config", self.config], ctx.tmp, "co1")
+        live.pop(self.pid, None)  # lives across run_checks' cleanup; stopped by stop()
+        wait_until(lambda: "leader: acquired" in self.stderr() or not self.alive(), 20,
+                   "the coordinator to lead")
+        check(self.alive(), lambda: self.output())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def api(self, method, path, body=None, want=200):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {API_TOKEN}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as res:
+                status, text = res.status, res.read().decode()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read().decode()
+        check(status == want, f"{method} {path}: {status} {text} (want {want})")
+        return json.loads(text) if text else None
+
+    def sql(self, q):
+        return self.ctx.pg.psql(q, db="registry")
+
+    def stop(self):
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.wait(10)
+            except Failure:
+                self.kill9()
+        self.close_stdin()
+
+
+def test_end_to_end(ctx):
+    co = Coordinator(ctx, gone_after=1)
+    state = os.path.join(ctx.tmp, "state-e2e")
+    host = "disc-e2e-01"
+    args = ("--registry", co.url, "--token-file", ctx.token_file, "--state-dir", state,
+            "--hostname", host)
+    try:
+        cp = discover(*args)
+        check(cp.returncode == 0 and "enrolled" in cp.stdout, lambda: describe(cp))
+        say(cp.stdout.strip())
+        with open(os.path.join(state, "token")) as f:
+            token = f.read().strip()
+        check(re.fullmatch(r"[0-9a-f]{64}", token), f"stored token {token!r}")
+        check(stat.S_IMODE(os.stat(os.path.join(state, "token")).st_mode) == 0o600, "mode")
+        rows = co.sql("SELECT s.plugin, s.port, s.gone, s.details::text FROM services s JOIN hosts "
+                      f"h ON h.id = s.host_id WHERE h.name = '{host}' ORDER BY s.plugin, s.port")
+        say(f"registry: {rows}")
+        got = {(p, int(port)): (gone, json.loads(d)) for p, port, gone, d in rows}
+        for key in (("linux", ctx.ssh.port), ("postgresql", ctx.pg.port), ("redis", ctx.redis.port)):
+            check(key in got and got[key][0] == "f", f"{key} not in the registry: {rows}")
+        pg_details = got[("postgresql", ctx.pg.port)][1]
+        check(pg_details.get("data_directory") == os.path.realpath(ctx.pg.datadir) and
+              pg_details.get("version") == pg_version(ctx), f"postgresql details {pg_details}")
+        check(got[("redis", ctx.redis.port)][1].get("version") == redis_version(), "redis version")
+        one = co.api("GET", f"/api/v1/hosts/{host}")
+        api_ports = {(s["plugin"], s["port"]) for s in one["services"]}
+        check({("linux", ctx.ssh.port), ("postgresql", ctx.pg.port),
+               ("redis", ctx.redis.port)} <= api_ports, f"API shows {api_ports}")
+
+        co.api("PATCH", f"/api/v1/hosts/{host}", {"enabled": True, "services": "all"})
+        redis_task = (f"SELECT count(*) FROM tasks t JOIN services s ON s.id = t.service_id "
+                      f"JOIN hosts h ON h.id = s.host_id WHERE h.name = '{host}' "
+                      f"AND s.plugin = 'redis' AND s.port = {ctx.redis.port}")
+        wait_until(lambda: co.sql(redis_task) == [("1",)], 10, "a task for the test's Redis")
+        # the test's own sshd and PostgreSQL (other servers on this machine may come and go
+        # between reports: other tests run here too)
+        own_tasks = (f"SELECT s.plugin, s.port FROM tasks t JOIN services s ON s.id = "
+                     f"t.service_id JOIN hosts h ON h.id = s.host_id WHERE h.name = '{host}' "
+                     f"AND (s.plugin, s.port) IN (('linux', {ctx.ssh.port}), "
+                     f"('postgresql', {ctx.pg.port})) ORDER BY 1")
+        check(co.sql(own_tasks) == [("linux", str(ctx.ssh.port)),
+                                    ("postgresql", str(ctx.pg.port))],
+              lambda: f"tasks of sshd and PostgreSQL: {co.sql(own_tasks)}")
+
+        cp = discover(*args)  # with the stored host token now
+        check(cp.returncode == 0 and "reported" in cp.stdout, lambda: describe(cp))
+        say(cp.stdout.strip())
+
+        ctx.redis.stop()
+        cp = discover(*args)
+        check(cp.returncode == 0, lambda: describe(cp))
+        say(cp.stdout.strip())
+        gone = co.sql(f"SELECT s.gone FROM services s JOIN hosts h ON h.id = s.host_id WHERE "
+                      f"h.name = '{host}' AND s.plugin = 'redis' AND s.port = {ctx.redis.port}")
+        check(gone == [("t",)], f"the stopped Redis is not gone: {gone}")
+        t0 = time.monotonic()
+        wait_until(lambda: co.sql(redis_task) == [("0",)], 10, "the gone Redis's task to stop")
+        say(f"Redis gone; its task removed {time.monotonic() - t0:.2f}s after the report")
+        check(co.sql(own_tasks) == [("linux", str(ctx.ssh.port)),
+                                    ("postgresql", str(ctx.pg.port))],
+              lambda: f"the other tasks changed: {co.sql(own_tasks)}")
+        audit = co.sql("SELECT actor, action FROM audit_log WHERE action = 'service.gone'")
+        check(("discovery", "service.gone") in audit, f"audit: {audit}")
+    finally:
+        co.stop()
+        ctx.redis.start()
+
+
 CHECKS = [test_dry_run_report, test_posix_sh, test_not_root, test_hostile_names, test_no_ss,
           test_bad_options, test_registry_unreachable, test_registry_refuses,
-          test_enrolment_token, test_config_file]
+          test_enrolment_token, test_config_file, test_end_to_end]
 
 if __name__ == "__main__":
     sys.exit(run_checks(CHECKS, setup=Ctx, teardown=lambda c: c.close(), limit_s=120))
