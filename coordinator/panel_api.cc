@@ -598,7 +598,8 @@ class ProbeRun {
     p->out_.data = p->err_.data = p->timer_.data = p->proc_.data = p;
     p->open_ = 3;
     std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(exe.c_str()));
+    std::string argv0 = "trapline";  // what ps shows; `exe` may be /proc/self/exe
+    argv.push_back(argv0.data());
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     uv_stdio_container_t stdio[3];

@@ -151,8 +151,19 @@ class Ctx(api_test.Ctx):
                     f'password_file = "{zpw}"\nfrontend_url = "http://zabbix.example/zabbix"\n'
                     'host_group = "trapline hosts"\n\n'
                     f'[http]\nlisten = "127.0.0.1:{self.port}"\napi_token_file = "{token_file}"\n')
-        self.coord = api_test.Coordinator(
-            [trapline_bin(), "coordinator", "--config", self.config], self.tmp, "co1")
+        # The probe's credential files go under TMPDIR: this test's own, to look at.
+        self.probe_tmp = os.path.join(self.tmp, "probe-tmp")
+        os.makedirs(self.probe_tmp)
+        saved = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = self.probe_tmp
+        try:
+            self.coord = api_test.Coordinator(
+                [trapline_bin(), "coordinator", "--config", self.config], self.tmp, "co1")
+        finally:
+            if saved is None:
+                os.environ.pop("TMPDIR")
+            else:
+                os.environ["TMPDIR"] = saved
         wait_until(lambda: "leader: acquired" in self.coord.stderr() or not self.coord.alive(),
                    30, "the coordinator to lead")
         check(self.coord.alive(), lambda: self.coord.output())
@@ -605,9 +616,34 @@ def test_probe(ctx):
     # Through a profile holding the password.
     ctx.ok("POST", "/api/v1/credential-profiles", {"name": "probe-redis", "kind": "redis",
                                                    "secret": {"password": REDIS_PW}}, want=201)
+    # Meanwhile the child's command line names a password file (0600, in a 0700 folder), never
+    # the password.
+    seen = []
+
+    def watch():
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            cp = subprocess.run(["ps", "-o", "args=", "--ppid", str(ctx.coord.pid)],
+                                capture_output=True, text=True)
+            for line in cp.stdout.splitlines():
+                if " probe " in line:
+                    pwfile = line.split("--password-file ")[1].split()[0] if "--password-file " in line else ""
+                    mode = (os.stat(pwfile).st_mode & 0o777, os.stat(os.path.dirname(pwfile)).st_mode & 0o777) \
+                        if pwfile and os.path.exists(pwfile) else None
+                    seen.append((line, mode))
+            time.sleep(0.05)
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     out = ctx.ok("POST", "/api/v1/probe", {"uri": f"redis://127.0.0.1:{r.port}",
                                            "credential_profile": "probe-redis"})
+    watcher.join()
     check(out["ok"] is True and out["samples"] > 0, out)
+    check(seen and all(REDIS_PW not in line and "--password-file" in line for line, _ in seen),
+          f"the probe's command lines: {seen[:2]}")
+    modes = {m for _, m in seen if m}
+    check(modes <= {(0o600, 0o700)} and modes, f"password file/folder modes: {modes}")
+    say(f"probe child: {seen[0][0]} (file, folder modes {[oct(x) for x in next(iter(modes))]})")
+    check(os.listdir(ctx.probe_tmp) == [], f"left behind: {os.listdir(ctx.probe_tmp)}")
     # Without the password: refused by Redis, with the reason.
     out = ctx.ok("POST", "/api/v1/probe", {"uri": f"redis://127.0.0.1:{r.port}"})
     say(f"probe without the password: {out}")
