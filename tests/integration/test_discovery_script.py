@@ -46,20 +46,16 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    SOURCE, BackgroundProc, Failure, check, describe, make_tmp, run, run_checks, say, trapline_bin,
-    wait_until)
-from common import _live as live  # noqa: E402
+    SOURCE, Failure, check, describe, make_tmp, run, run_checks, say, trapline_bin, wait_until)
+import test_coordinator_api as api_test  # noqa: E402
 from harness import PostgresServer, RedisServer, SshServer, free_port  # noqa: E402
 
 SCRIPT = os.path.join(SOURCE, "discovery", "trapline-discover")
 SECRET = "enrol-secret-3b9f1c2d7e"
 HOST_TOKEN = "f" * 16 + "0123456789abcdef" * 3
-API_TOKEN = "api-token-0c4e8a1f5b7d9e23"
 
 SERVICE_KEYS = {"kind", "port", "name", "version", "data_directory"}
 HOST_KEYS = {"name", "fqdn", "os", "kernel", "addresses", "cpus", "memory_bytes"}
@@ -433,61 +429,48 @@ def test_config_file(ctx):
         reg.close()
 
 
-class Coordinator(BackgroundProc):
+class Registry:
     """A `trapline coordinator` with [http] and [discovery] over a registry database on the
-    test's PostgreSQL (which the script also reports: a registry is a PostgreSQL too)."""
+    test's PostgreSQL (which the script also reports: a registry is a PostgreSQL too). call()
+    and ok() are test_coordinator_api's (API token api_test.TOKEN)."""
+
+    call = api_test.Ctx.call
+    ok = api_test.Ctx.ok
 
     def __init__(self, ctx, gone_after):
-        self.ctx = ctx
-        ctx.pg.create_db("registry")
+        self.pg = ctx.pg
+        self.pg.create_db("registry")
         self.port = free_port()
         api_token = os.path.join(ctx.tmp, "api.token")
         with open(api_token, "w") as f:
-            f.write(API_TOKEN + "\n")
+            f.write(api_test.TOKEN + "\n")
         os.chmod(api_token, 0o600)
-        self.config = os.path.join(ctx.tmp, "co.toml")
-        with open(self.config, "w") as f:
-            f.write(f'[coordinator]\nname = "co1"\nregistry = "{ctx.pg.url(db="registry")}"\n'
-                    'log_level = "debug"\n\n'
+        config = os.path.join(ctx.tmp, "co.toml")
+        with open(config, "w") as f:
+            f.write(f'[coordinator]\nname = "co1"\nregistry = "{self.pg.url(db="registry")}"\n\n'
                     f'[http]\nlisten = "127.0.0.1:{self.port}"\napi_token_file = "{api_token}"\n\n'
                     f'[discovery]\nenrolment_secret_file = "{ctx.token_file}"\n'
                     f'gone_after_reports = {gone_after}\nburst = 20\n')
-        super().__init__([trapline_bin(), "coordinator", "--config", self.config], ctx.tmp, "co1")
-        live.pop(self.pid, None)  # lives across run_checks' cleanup; stopped by stop()
-        wait_until(lambda: "leader: acquired" in self.stderr() or not self.alive(), 20,
-                   "the coordinator to lead")
-        check(self.alive(), lambda: self.output())
+        self.coord = api_test.Coordinator([trapline_bin(), "coordinator", "--config", config],
+                                          ctx.tmp, "co1")
+        wait_until(lambda: "leader: acquired" in self.coord.stderr() or not self.coord.alive(),
+                   20, "the coordinator to lead")
+        check(self.coord.alive(), lambda: self.coord.output())
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def api(self, method, path, body=None, want=200):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {API_TOKEN}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as res:
-                status, text = res.status, res.read().decode()
-        except urllib.error.HTTPError as e:
-            status, text = e.code, e.read().decode()
-        check(status == want, f"{method} {path}: {status} {text} (want {want})")
-        return json.loads(text) if text else None
-
     def sql(self, q):
-        return self.ctx.pg.psql(q, db="registry")
+        return self.pg.psql(q, db="registry")
 
-    def stop(self):
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.wait(10)
-            except Failure:
-                self.kill9()
-        self.close_stdin()
+    def close(self):
+        self.coord.popen.send_signal(signal.SIGTERM)
+        try:
+            self.coord.wait(10)
+        except Failure:
+            self.coord.kill9()
 
 
 def test_end_to_end(ctx):
-    co = Coordinator(ctx, gone_after=1)
+    co = Registry(ctx, gone_after=1)
     state = os.path.join(ctx.tmp, "state-e2e")
     host = "disc-e2e-01"
     args = ("--registry", co.url, "--token-file", ctx.token_file, "--state-dir", state,
@@ -510,12 +493,12 @@ def test_end_to_end(ctx):
         check(pg_details.get("data_directory") == os.path.realpath(ctx.pg.datadir) and
               pg_details.get("version") == pg_version(ctx), f"postgresql details {pg_details}")
         check(got[("redis", ctx.redis.port)][1].get("version") == redis_version(), "redis version")
-        one = co.api("GET", f"/api/v1/hosts/{host}")
+        one = co.ok("GET", f"/api/v1/hosts/{host}")
         api_ports = {(s["plugin"], s["port"]) for s in one["services"]}
         check({("linux", ctx.ssh.port), ("postgresql", ctx.pg.port),
                ("redis", ctx.redis.port)} <= api_ports, f"API shows {api_ports}")
 
-        co.api("PATCH", f"/api/v1/hosts/{host}", {"enabled": True, "services": "all"})
+        co.ok("PATCH", f"/api/v1/hosts/{host}", {"enabled": True, "services": "all"})
         redis_task = (f"SELECT count(*) FROM tasks t JOIN services s ON s.id = t.service_id "
                       f"JOIN hosts h ON h.id = s.host_id WHERE h.name = '{host}' "
                       f"AND s.plugin = 'redis' AND s.port = {ctx.redis.port}")
@@ -549,8 +532,10 @@ def test_end_to_end(ctx):
               lambda: f"the other tasks changed: {co.sql(own_tasks)}")
         audit = co.sql("SELECT actor, action FROM audit_log WHERE action = 'service.gone'")
         check(("discovery", "service.gone") in audit, f"audit: {audit}")
+        log = co.coord.stderr()
+        check(SECRET not in log and token not in log, "a secret is in the coordinator's log")
     finally:
-        co.stop()
+        co.close()
         ctx.redis.start()
 
 
