@@ -17,6 +17,8 @@ Zabbix itself.
   check_bulk_maintenance    three hosts selected on Hosts, "Maintenance on" with an end time:
                             the registry has them in maintenance, Zabbix has the maintenance
                             of the synced one with data collection (maintenance_type 0)
+  check_maintenance_page    the Maintenance page: a host taken out, then put back in with an
+                            end time (host name completed as typed); registry and audit agree
   check_clone               Clone on a host's page: the clone exists with the same services
   check_wrong_credential    a service switched to a profile with a wrong Redis password on its
                             host's page: the error appears there live, without a reload
@@ -324,6 +326,18 @@ def check_bulk_maintenance(ctx):
         f"{m[0]['maintenance_type']} (with data collection) until {m[0]['active_till']}")
 
 
+def check_maintenance_page(ctx):
+    ctx.node("maintenance_page", {"host": "ui-bulk-1"})
+    row = ctx.sql("SELECT maintenance, to_char(maintenance_until AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') "
+                  "FROM hosts WHERE name = 'ui-bulk-1'")
+    # The browser's local time zone is the test's (TZ unset: UTC here).
+    want = time.strftime("%Y-%m-%d %H:%M", time.gmtime(time.mktime((2031, 1, 2, 3, 4, 0, 0, 0, -1))))
+    check(row == [("t", want)], f"registry: {row} (want until {want} UTC)")
+    actions = ctx.sql(f"SELECT action FROM audit_log WHERE actor = '{ADMIN}' AND object_id = 'ui-bulk-1' "
+                      "AND action LIKE 'maintenance.%' ORDER BY id DESC LIMIT 2")
+    check([a[0] for a in actions] == ["maintenance.set", "maintenance.clear"], f"audit: {actions}")
+
+
 def check_clone(ctx):
     ctx.node("clone", {"host": "ui-db01", "to": ["ui-db02"]})
     src = ctx.sql("SELECT s.plugin, s.port FROM services s JOIN hosts h ON h.id = s.host_id "
@@ -425,8 +439,9 @@ def check_screenshots(ctx):
 
 
 if __name__ == "__main__":
-    sys.exit(run_checks([check_login, check_monitor_discovered, check_zabbix_links, check_live_status,
-                         check_bulk_maintenance, check_clone, check_wrong_credential, check_add_host,
-                         check_audit, check_serving, check_escaping, check_viewer, check_scale,
+    sys.exit(run_checks([check_login, check_monitor_discovered, check_zabbix_links,
+                         check_live_status, check_bulk_maintenance, check_maintenance_page,
+                         check_clone, check_wrong_credential, check_add_host, check_audit,
+                         check_serving, check_escaping, check_viewer, check_scale,
                          check_screenshots],
                         setup=setup, teardown=teardown))

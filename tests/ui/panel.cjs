@@ -150,6 +150,25 @@ const scenarios = {
     });
   },
 
+  // Maintenance page: take a host out, put it back in with an end time (host completion).
+  async maintenance_page({ host }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + "#/maintenance");
+      const row = page.locator(`[data-test=maintenance] tr[data-host="${host}"]`);
+      await row.getByRole("button", { name: "Take out" }).click();
+      await row.waitFor({ state: "detached" });
+      const hostInput = page.locator("form.inline-form input[name=host]");
+      await hostInput.fill(host.slice(0, 4));
+      await waitFor(async () => (await page.locator("datalist option").evaluateAll((os) => os.map((o) => o.value))).includes(host), 5000, "host suggestions");
+      await hostInput.fill(host);
+      await page.locator("form.inline-form input[name=until]").fill("2031-01-02T03:04");
+      await page.getByRole("button", { name: "Put into maintenance" }).click();
+      await page.locator(`[data-test=maintenance] tr[data-host="${host}"]`).waitFor();
+      say(`${host}: taken out of maintenance and put back until 2031-01-02 03:04 (local) from the Maintenance page`);
+      return {};
+    });
+  },
+
   // Host page: Clone onto new names.
   async clone({ host, to }) {
     return withPanel(async (page) => {
