@@ -3,7 +3,7 @@ Debian's chromium (tests/ui/panel.cjs) against a real PostgreSQL registry, a rea
 (server + frontend), `trapline coordinator` serving ui/dist ([http] ui_dir) with [zabbix], one
 `trapline collector` in cluster mode, and real Redis servers as targets; the admin is made with
 `trapline user add`. Each check runs one browser scenario and then looks at the registry and
-Zabbix itself.
+Zabbix itself. The checks build on each other: run them in this order.
 
   check_login               no session: the login page; a wrong password shows the server's
                             error; the right one lands on Hosts with the user shown; the session
