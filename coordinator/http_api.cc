@@ -563,8 +563,8 @@ void HttpApi::PatchHost(const HttpRequest& r, Call call) {
   if (Status st = ValidateName(name, "host name"); !st.ok()) return call.Send(st);
   auto p = ParseHostPatch(r.body);
   if (!p.ok()) return call.Send(p.status());
-  // The host and (with "services": "all") every service of it that is not gone, one audit row
-  // each, in one statement.
+  // The host and (with "services": "all") every service of it that is not gone and has a
+  // plugin (a discovered "generic:nginx" has none), one audit row each, in one statement.
   Sql(call, "api update host",
       "WITH old AS (SELECT * FROM hosts WHERE name = $1 FOR UPDATE), "
       "h AS (UPDATE hosts SET enabled = coalesce($2::boolean, hosts.enabled), "
@@ -572,8 +572,9 @@ void HttpApi::PatchHost(const HttpRequest& r, Call call) {
       "  hosts.groups ELSE ARRAY(SELECT jsonb_array_elements_text($4::jsonb)) END "
       "  FROM old WHERE hosts.id = old.id RETURNING hosts.*), "
       "s AS (UPDATE services SET enabled = $2::boolean FROM old WHERE $5::boolean AND "
-      "  services.host_id = old.id AND NOT services.gone AND services.enabled IS DISTINCT FROM "
-      "  $2::boolean RETURNING services.id, services.plugin, services.port, services.enabled), "
+      "  services.host_id = old.id AND NOT services.gone AND services.plugin = ANY ($7::text[]) AND "
+      "  services.enabled IS DISTINCT FROM $2::boolean "
+      "  RETURNING services.id, services.plugin, services.port, services.enabled), "
       "ah AS (" + std::string(kAudit) +
           "SELECT $6, 'host.update', 'host', h.name, jsonb_build_object('enabled', old.enabled, "
           "  'address', old.address, 'groups', old.groups), jsonb_build_object('enabled', "
@@ -587,7 +588,7 @@ void HttpApi::PatchHost(const HttpRequest& r, Call call) {
           ", 'services_changed', (SELECT count(*) FROM s))::text FROM h",
       {name, OptBool(p->enabled), Opt(p->address),
        p->groups ? pg::Value(JsonStringArray(*p->groups)) : pg::Value(), Bool(p->all_services),
-       call.actor()},
+       call.actor(), TaskPluginsArray()},
       [name](const pg::Rows& rows) { return JsonOf(rows, 200, "no host '" + name + "'"); });
 }
 

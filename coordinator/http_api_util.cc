@@ -153,7 +153,8 @@ std::string HostObject(const std::string& h) {
   return "json_build_object('name', " + h + ".name, 'address', " + h + ".address, 'enabled', " + h +
          ".enabled, 'groups', " + h + ".groups, 'maintenance', " + h +
          ".maintenance, 'maintenance_until', " + h + ".maintenance_until, 'first_seen', " + h +
-         ".first_seen, 'last_seen', " + h + ".last_seen)";
+         ".first_seen, 'last_seen', " + h + ".last_seen, 'discovered', " + h + ".discovered, "
+         "'last_report', " + h + ".last_report, 'facts', " + h + ".facts)";
 }
 
 // Desired (hosts.maintenance/_until) against what the leader applied to Zabbix.

@@ -322,7 +322,11 @@ def test_hostile(ctx):
 def test_gone(ctx):
     tok = ctx.host_token
     out = ctx.ok("PATCH", "/api/v1/hosts/db01", {"enabled": True, "services": "all"})
-    check(out["services_changed"] == 4, out)
+    # linux, postgresql, redis; not generic:nginx (no plugin: never enabled, never a task).
+    check(out["services_changed"] == 3, out)
+    gen = ctx.sql("SELECT s.enabled FROM services s JOIN hosts h ON h.id = s.host_id "
+                  "WHERE h.name = 'db01' AND s.plugin = 'generic:nginx'")
+    check(gen == [("f",)], f"generic:nginx enabled by the click: {gen}")
     wait_until(lambda: ctx.tasks() == ["linux", "postgresql", "redis"], 5,
                "tasks for linux, postgresql, redis (none for generic:nginx)")
     say(f"tasks: {ctx.tasks()}")
