@@ -18,6 +18,8 @@
 // and closes the events connection, its timers, the streams and kills running probes, so the
 // loop can run out. The destructor does the same for what is left.
 
+#include "coordinator/panel_api.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -27,16 +29,14 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/log.h"
 #include "common/uv.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/http_api.h"
 #include "coordinator/http_api_internal.h"
-#include "coordinator/panel_api.h"
 
 namespace trapline::coordinator {
 
@@ -76,15 +76,18 @@ Result<HostFilter> ParseHostFilter(const HttpRequest& r) {
   HostFilter f;
   TRAPLINE_ASSIGN_OR_RETURN(f.paging, ParsePaging(r));
   TRAPLINE_ASSIGN_OR_RETURN(f.enabled, ParseBoolParam(r.QueryParam("enabled"), "enabled"));
-  TRAPLINE_ASSIGN_OR_RETURN(f.maintenance, ParseBoolParam(r.QueryParam("maintenance"), "maintenance"));
+  TRAPLINE_ASSIGN_OR_RETURN(f.maintenance,
+                            ParseBoolParam(r.QueryParam("maintenance"), "maintenance"));
   f.status = r.QueryParam("status");
   if (!f.status.empty() && f.status != "ok" && f.status != "error" && f.status != "unknown" &&
       f.status != "disabled" && f.status != "maintenance") {
-    return Status::InvalidArgument("status must be ok, error, unknown, disabled or maintenance, not '" +
-                                   Shown(f.status) + "'");
+    return Status::InvalidArgument(
+        "status must be ok, error, unknown, disabled or maintenance, not '" + Shown(f.status) +
+        "'");
   }
   f.plugin = r.QueryParam("plugin");
-  if (!f.plugin.empty()) TRAPLINE_RETURN_IF_ERROR(CheckChars(f.plugin, "plugin", 64, "_-:.", false));
+  if (!f.plugin.empty())
+    TRAPLINE_RETURN_IF_ERROR(CheckChars(f.plugin, "plugin", 64, "_-:.", false));
   f.group = r.QueryParam("group");
   if (!f.group.empty()) TRAPLINE_RETURN_IF_ERROR(ValidateGroup(f.group));
   f.q = r.QueryParam("q");
@@ -96,7 +99,8 @@ Result<CompleteRequest> ParseCompleteRequest(const HttpRequest& r) {
   CompleteRequest c;
   c.field = r.QueryParam("field");
   if (c.field != "host" && c.field != "group" && c.field != "plugin") {
-    return Status::InvalidArgument("field must be host, group or plugin, not '" + Shown(c.field) + "'");
+    return Status::InvalidArgument("field must be host, group or plugin, not '" + Shown(c.field) +
+                                   "'");
   }
   c.prefix = r.QueryParam("prefix");
   TRAPLINE_RETURN_IF_ERROR(CheckText(c.prefix, "prefix", kMaxGroupBytes));
@@ -215,7 +219,8 @@ constexpr size_t kMaxOptionPathBytes = 4096;
 
 Status CheckKind(std::string_view kind) {
   if (kind == "ssh" || kind == "postgresql" || kind == "redis") return Status::OK();
-  return Status::InvalidArgument("'kind' must be ssh, postgresql or redis, not '" + Shown(kind) + "'");
+  return Status::InvalidArgument("'kind' must be ssh, postgresql or redis, not '" + Shown(kind) +
+                                 "'");
 }
 
 Result<std::string> CheckSecret(const json& s, std::string_view kind) {
@@ -261,20 +266,25 @@ Result<std::string> CheckOptions(const json& o, std::string_view kind) {
           value.get_ref<const std::string&>().front() != '/') {
         return Status::InvalidArgument("'options." + key + "' must be an absolute file path");
       }
-      TRAPLINE_RETURN_IF_ERROR(CheckText(value.get_ref<const std::string&>(), "options." + key,
-                                         kMaxOptionPathBytes));
+      TRAPLINE_RETURN_IF_ERROR(
+          CheckText(value.get_ref<const std::string&>(), "options." + key, kMaxOptionPathBytes));
     } else if (ssh && (key == "trust_on_first_use" || key == "use_agent")) {
-      if (!value.is_boolean()) return Status::InvalidArgument("'options." + key + "' must be true or false");
+      if (!value.is_boolean())
+        return Status::InvalidArgument("'options." + key + "' must be true or false");
     } else if (key == "interval") {
       if (!value.is_number_integer() || value.get<int64_t>() < 1 || value.get<int64_t>() > 3600) {
-        return Status::InvalidArgument("'options.interval' must be an integer from 1 to 3600 (seconds)");
+        return Status::InvalidArgument(
+            "'options.interval' must be an integer from 1 to 3600 (seconds)");
       }
     } else if (key == "plugin") {
-      if (!value.is_object()) return Status::InvalidArgument("'options.plugin' must be an object of strings");
+      if (!value.is_object())
+        return Status::InvalidArgument("'options.plugin' must be an object of strings");
       for (const auto& [k, v] : value.items()) {
         TRAPLINE_RETURN_IF_ERROR(CheckChars(k, "'options.plugin' key", 64, "_-.", false));
-        if (!v.is_string()) return Status::InvalidArgument("'options.plugin." + k + "' must be a string");
-        TRAPLINE_RETURN_IF_ERROR(CheckText(v.get_ref<const std::string&>(), "options.plugin." + k, 1024));
+        if (!v.is_string())
+          return Status::InvalidArgument("'options.plugin." + k + "' must be a string");
+        TRAPLINE_RETURN_IF_ERROR(
+            CheckText(v.get_ref<const std::string&>(), "options.plugin." + k, 1024));
       }
     } else {
       return Status::InvalidArgument(
@@ -290,7 +300,8 @@ Status ReadProfileFields(const json& j, std::string_view kind, ProfileInput* p) 
   if (j.contains("username")) {
     if (!j["username"].is_string()) return Status::InvalidArgument("'username' must be a string");
     std::string u = j["username"].get<std::string>();
-    if (!u.empty()) TRAPLINE_RETURN_IF_ERROR(CheckChars(u, "username", kMaxNameBytes, "._-", false));
+    if (!u.empty())
+      TRAPLINE_RETURN_IF_ERROR(CheckChars(u, "username", kMaxNameBytes, "._-", false));
     p->username = u;
   }
   if (j.contains("secret")) {
@@ -313,7 +324,8 @@ Status ReadProfileFields(const json& j, std::string_view kind, ProfileInput* p) 
     }
     std::vector<std::string> groups;
     for (const json& x : g) {
-      if (!x.is_string()) return Status::InvalidArgument("'host_groups' must be an array of group names");
+      if (!x.is_string())
+        return Status::InvalidArgument("'host_groups' must be an array of group names");
       TRAPLINE_RETURN_IF_ERROR(ValidateGroup(x.get_ref<const std::string&>()));
       if (std::find(groups.begin(), groups.end(), x.get<std::string>()) == groups.end()) {
         groups.push_back(x.get<std::string>());
@@ -322,7 +334,8 @@ Status ReadProfileFields(const json& j, std::string_view kind, ProfileInput* p) 
     p->host_groups = groups;
   }
   if (j.contains("is_default")) {
-    if (!j["is_default"].is_boolean()) return Status::InvalidArgument("'is_default' must be true or false");
+    if (!j["is_default"].is_boolean())
+      return Status::InvalidArgument("'is_default' must be true or false");
     p->is_default = j["is_default"].get<bool>();
   }
   return Status::OK();
@@ -331,8 +344,8 @@ Status ReadProfileFields(const json& j, std::string_view kind, ProfileInput* p) 
 }  // namespace
 
 Result<ProfileInput> ParseNewProfile(std::string_view body) {
-  TRAPLINE_ASSIGN_OR_RETURN(json j, ParseObject(body, {"name", "kind", "username", "secret", "options",
-                                                        "host_groups", "is_default"}));
+  TRAPLINE_ASSIGN_OR_RETURN(json j, ParseObject(body, {"name", "kind", "username", "secret",
+                                                       "options", "host_groups", "is_default"}));
   ProfileInput p;
   if (!j.contains("name") || !j["name"].is_string()) {
     return Status::InvalidArgument("'name' (a string) is required");
@@ -350,7 +363,7 @@ Result<ProfileInput> ParseNewProfile(std::string_view body) {
 
 Result<ProfileInput> ParseProfilePatch(std::string_view body, std::string_view kind) {
   TRAPLINE_ASSIGN_OR_RETURN(json j, ParseObject(body, {"kind", "username", "secret", "options",
-                                                        "host_groups", "is_default"}));
+                                                       "host_groups", "is_default"}));
   if (j.empty()) return Status::InvalidArgument("nothing to change");
   ProfileInput p;
   p.kind = std::string(kind);
@@ -371,7 +384,8 @@ Result<ProbeRequest> ParseProbeRequest(std::string_view body) {
   }
   std::string uri = j["uri"].get<std::string>();
   if (uri.empty() || uri.size() > kMaxProbeUriBytes) {
-    return Status::InvalidArgument("'uri' must be 1 to " + std::to_string(kMaxProbeUriBytes) + " bytes");
+    return Status::InvalidArgument("'uri' must be 1 to " + std::to_string(kMaxProbeUriBytes) +
+                                   " bytes");
   }
   for (char c : uri) {
     auto u = static_cast<unsigned char>(c);
@@ -388,7 +402,8 @@ Result<ProbeRequest> ParseProbeRequest(std::string_view body) {
   } else if (scheme == "redis") {
     p.kind = "redis";
   } else {
-    return Status::InvalidArgument("'uri' must start with ssh://, postgresql://, postgres:// or redis://");
+    return Status::InvalidArgument(
+        "'uri' must start with ssh://, postgresql://, postgres:// or redis://");
   }
   if (uri[0] == '-') return Status::InvalidArgument("'uri' must not start with '-'");
   // The authority: up to the first '/', '?' or '#' after the scheme.
@@ -398,7 +413,8 @@ Result<ProbeRequest> ParseProbeRequest(std::string_view body) {
   std::string authority = uri.substr(start, end - start);
   size_t at = authority.rfind('@');
   std::string hostport = at == std::string::npos ? authority : authority.substr(at + 1);
-  if (hostport.empty() || hostport.front() == ':') return Status::InvalidArgument("'uri' names no host");
+  if (hostport.empty() || hostport.front() == ':')
+    return Status::InvalidArgument("'uri' names no host");
   if (at != std::string::npos) {
     std::string userinfo = authority.substr(0, at);
     size_t pw = userinfo.find(':');
@@ -441,7 +457,8 @@ std::string UriWithUser(std::string_view uri, std::string_view user) {
   size_t end = uri.find_first_of("/?#", start);
   if (end == std::string_view::npos) end = uri.size();
   if (uri.substr(start, end - start).find('@') != std::string_view::npos) return std::string(uri);
-  return std::string(uri.substr(0, start)) + std::string(user) + "@" + std::string(uri.substr(start));
+  return std::string(uri.substr(0, start)) + std::string(user) + "@" +
+         std::string(uri.substr(start));
 }
 
 std::string ProbeAnswer(int64_t exit_status, bool timed_out, std::string_view out,
@@ -452,7 +469,8 @@ std::string ProbeAnswer(int64_t exit_status, bool timed_out, std::string_view ou
   size_t pos = 0;
   while (pos < out.size()) {
     size_t nl = out.find('\n', pos);
-    std::string_view line = out.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
+    std::string_view line =
+        out.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos);
     pos = nl == std::string_view::npos ? out.size() : nl + 1;
     if (line.empty()) continue;
     json j = json::parse(line, nullptr, false);
@@ -477,7 +495,8 @@ std::string ProbeAnswer(int64_t exit_status, bool timed_out, std::string_view ou
   } else if (exit_status != 0) {
     // The last line the probe wrote to stderr: "trapline probe: <uri>: <reason>".
     std::string_view e = err;
-    while (!e.empty() && (e.back() == '\n' || e.back() == '\r' || e.back() == ' ')) e.remove_suffix(1);
+    while (!e.empty() && (e.back() == '\n' || e.back() == '\r' || e.back() == ' '))
+      e.remove_suffix(1);
     size_t last = e.rfind('\n');
     if (last != std::string_view::npos) e = e.substr(last + 1);
     constexpr std::string_view kPrefix = "trapline probe: ";
@@ -698,8 +717,9 @@ class ProbeRun {
   }
 
   void CloseAll() {
-    for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&out_), reinterpret_cast<uv_handle_t*>(&err_),
-                           reinterpret_cast<uv_handle_t*>(&timer_)}) {
+    for (uv_handle_t* h :
+         {reinterpret_cast<uv_handle_t*>(&out_), reinterpret_cast<uv_handle_t*>(&err_),
+          reinterpret_cast<uv_handle_t*>(&timer_)}) {
       uv_close(h, &ProbeRun::OnClose);
     }
   }
@@ -759,9 +779,10 @@ struct HttpApi::Panel {
 
   void Broadcast(const std::vector<panel::EventCoalescer::Event>& out) {
     if (out.empty()) return;
-    streams.erase(std::remove_if(streams.begin(), streams.end(),
-                                 [](const std::shared_ptr<HttpServer::Stream>& s) { return !s->open(); }),
-                  streams.end());
+    streams.erase(
+        std::remove_if(streams.begin(), streams.end(),
+                       [](const std::shared_ptr<HttpServer::Stream>& s) { return !s->open(); }),
+        streams.end());
     for (const auto& e : out) {
       for (auto& s : streams) s->Send(e.data, e.type);
     }
@@ -785,17 +806,19 @@ void HttpApi::RegisterPanel() {
     return [this, fn](const HttpRequest& r, Call call) { (this->*fn)(r, std::move(call)); };
   };
   panel_ = std::make_shared<Panel>(loop_);
-  server_->HandleStream("/api/v1/events", [this](const HttpRequest& r,
-                                                  std::shared_ptr<HttpServer::Stream> s) {
-    return OpenEvents(r, std::move(s));
-  });
+  server_->HandleStream("/api/v1/events",
+                        [this](const HttpRequest& r, std::shared_ptr<HttpServer::Stream> s) {
+                          return OpenEvents(r, std::move(s));
+                        });
   Add("POST", "/api/v1/hosts/bulk", Access::kWrite, bind(&HttpApi::BulkHosts));
   Add("GET", "/api/v1/complete", Access::kRead, bind(&HttpApi::Complete));
   Add("GET", "/api/v1/audit", Access::kRead, bind(&HttpApi::Audit));
   Add("GET", "/api/v1/credential-profiles", Access::kRead, bind(&HttpApi::CredentialProfiles));
   Add("POST", "/api/v1/credential-profiles", Access::kAdmin, bind(&HttpApi::PostCredentialProfile));
-  Add("PATCH", "/api/v1/credential-profiles", Access::kAdmin, bind(&HttpApi::PatchCredentialProfile));
-  Add("DELETE", "/api/v1/credential-profiles", Access::kAdmin, bind(&HttpApi::DeleteCredentialProfile));
+  Add("PATCH", "/api/v1/credential-profiles", Access::kAdmin,
+      bind(&HttpApi::PatchCredentialProfile));
+  Add("DELETE", "/api/v1/credential-profiles", Access::kAdmin,
+      bind(&HttpApi::DeleteCredentialProfile));
   Add("POST", "/api/v1/probe", Access::kWrite, bind(&HttpApi::Probe));
   Add("GET", "/api/v1/settings/zabbix", Access::kRead, bind(&HttpApi::ZabbixSettings));
 
@@ -857,9 +880,10 @@ Status HttpApi::OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Str
   if (!*alive_ || !panel_ || panel_->down) return Status::Unavailable("stopping");
   if (!r.rest.empty()) return Status::NotFound("no such resource: " + r.path);
   Panel* p = panel_.get();
-  p->streams.erase(std::remove_if(p->streams.begin(), p->streams.end(),
-                                  [](const std::shared_ptr<HttpServer::Stream>& s) { return !s->open(); }),
-                   p->streams.end());
+  p->streams.erase(
+      std::remove_if(p->streams.begin(), p->streams.end(),
+                     [](const std::shared_ptr<HttpServer::Stream>& s) { return !s->open(); }),
+      p->streams.end());
   if (p->streams.size() >= kMaxStreams) {
     return Status::Unavailable("too many event streams open (" + std::to_string(kMaxStreams) + ")");
   }
@@ -928,11 +952,15 @@ void HttpApi::PanelHosts(const HttpRequest& r, Call call) {
   // the page's rows get their details.
   Sql(call, "panel hosts",
       "WITH agg AS (SELECT s.host_id, count(*) FILTER (WHERE s.enabled AND NOT s.gone) AS active, "
-      "  coalesce(bool_or(s.state = 'error') FILTER (WHERE s.enabled AND NOT s.gone), false) AS any_error, "
-      "  coalesce(bool_or(s.state = 'unknown') FILTER (WHERE s.enabled AND NOT s.gone), false) AS any_unknown, "
+      "  coalesce(bool_or(s.state = 'error') FILTER (WHERE s.enabled AND NOT s.gone), false) AS "
+      "any_error, "
+      "  coalesce(bool_or(s.state = 'unknown') FILTER (WHERE s.enabled AND NOT s.gone), false) AS "
+      "any_unknown, "
       "  array_agg(DISTINCT s.plugin) AS plugins FROM services s GROUP BY s.host_id), "
-      "f AS (SELECT h.*, CASE WHEN NOT h.enabled THEN 'disabled' WHEN h.maintenance THEN 'maintenance' "
-      "  WHEN coalesce(a.any_error, false) THEN 'error' WHEN coalesce(a.active, 0) = 0 OR a.any_unknown "
+      "f AS (SELECT h.*, CASE WHEN NOT h.enabled THEN 'disabled' WHEN h.maintenance THEN "
+      "'maintenance' "
+      "  WHEN coalesce(a.any_error, false) THEN 'error' WHEN coalesce(a.active, 0) = 0 OR "
+      "a.any_unknown "
       "  THEN 'unknown' ELSE 'ok' END AS status FROM hosts h LEFT JOIN agg a ON a.host_id = h.id "
       "  WHERE ($1::boolean IS NULL OR h.enabled = $1::boolean) "
       "  AND ($2::boolean IS NULL OR h.maintenance = $2::boolean) "
@@ -949,7 +977,8 @@ void HttpApi::PanelHosts(const HttpRequest& r, Call call) {
       "p.maintenance, 'maintenance_until', p.maintenance_until, 'first_seen', p.first_seen, "
       "'last_seen', p.last_seen, "
       "'services', coalesce((SELECT json_agg(json_build_object('id', s.id, 'plugin', s.plugin, "
-      "  'port', s.port, 'state', s.state, 'enabled', s.enabled, 'gone', s.gone) ORDER BY s.plugin, "
+      "  'port', s.port, 'state', s.state, 'enabled', s.enabled, 'gone', s.gone) ORDER BY "
+      "s.plugin, "
       "  s.port) FROM services s WHERE s.host_id = p.id), '[]'::json), "
       "'services_enabled', (SELECT count(*) FROM services s WHERE s.host_id = p.id AND s.enabled), "
       "'collectors', coalesce((SELECT json_agg(DISTINCT c.name) FROM services s JOIN tasks t ON "
@@ -981,8 +1010,8 @@ void HttpApi::Complete(const HttpRequest& r, Call call) {
   Sql(call, "panel complete",
       "SELECT json_build_object('field', $2::text, 'prefix', $1::text, 'suggestions', "
       "coalesce((SELECT json_agg(x.v ORDER BY x.rank, x.v) FROM (SELECT v, CASE WHEN "
-      "starts_with(lower(v), lower($1)) THEN 0 ELSE 1 END AS rank FROM (" + source +
-          ") s WHERE strpos(lower(v), lower($1)) > 0 ORDER BY 2, 1 LIMIT " +
+      "starts_with(lower(v), lower($1)) THEN 0 ELSE 1 END AS rank FROM (" +
+          source + ") s WHERE strpos(lower(v), lower($1)) > 0 ORDER BY 2, 1 LIMIT " +
           std::to_string(panel::kMaxSuggestions) + ") x), '[]'::json))::text",
       {c->prefix, c->field}, [](const pg::Rows& rows) { return JsonOf(rows); });
 }
@@ -1005,15 +1034,20 @@ void HttpApi::BulkHosts(const HttpRequest& r, Call call) {
   switch (b->action) {
     case BulkAction::kEnable:
       change =
-          "h AS (UPDATE hosts SET enabled = true FROM old WHERE hosts.id = old.id RETURNING hosts.id), "
-          "s AS (UPDATE services SET enabled = true FROM old WHERE services.host_id = old.id AND NOT "
+          "h AS (UPDATE hosts SET enabled = true FROM old WHERE hosts.id = old.id RETURNING "
+          "hosts.id), "
+          "s AS (UPDATE services SET enabled = true FROM old WHERE services.host_id = old.id AND "
+          "NOT "
           "  services.gone AND NOT services.enabled RETURNING services.host_id), ";
       audit_before = "jsonb_build_object('enabled', old.enabled)";
-      audit_after = "jsonb_build_object('enabled', true, 'services_enabled', (SELECT count(*) FROM s "
-                    "WHERE s.host_id = old.id))";
+      audit_after =
+          "jsonb_build_object('enabled', true, 'services_enabled', (SELECT count(*) FROM s "
+          "WHERE s.host_id = old.id))";
       break;
     case BulkAction::kDisable:
-      change = "h AS (UPDATE hosts SET enabled = false FROM old WHERE hosts.id = old.id RETURNING hosts.id), ";
+      change =
+          "h AS (UPDATE hosts SET enabled = false FROM old WHERE hosts.id = old.id RETURNING "
+          "hosts.id), ";
       audit_before = "jsonb_build_object('enabled', old.enabled)";
       audit_after = "jsonb_build_object('enabled', false)";
       break;
@@ -1022,14 +1056,16 @@ void HttpApi::BulkHosts(const HttpRequest& r, Call call) {
       change =
           "h AS (UPDATE hosts SET maintenance = true, maintenance_until = to_timestamp($3::float8) "
           "  FROM old, ok WHERE hosts.id = old.id AND ok.v RETURNING hosts.id), ";
-      audit_before = "jsonb_build_object('maintenance', old.maintenance, 'until', old.maintenance_until)";
+      audit_before =
+          "jsonb_build_object('maintenance', old.maintenance, 'until', old.maintenance_until)";
       audit_after = "jsonb_build_object('maintenance', true, 'until', to_timestamp($3::float8))";
       break;
     case BulkAction::kMaintenanceOff:
       change =
           "h AS (UPDATE hosts SET maintenance = false, maintenance_until = NULL FROM old "
           "  WHERE hosts.id = old.id RETURNING hosts.id), ";
-      audit_before = "jsonb_build_object('maintenance', old.maintenance, 'until', old.maintenance_until)";
+      audit_before =
+          "jsonb_build_object('maintenance', old.maintenance, 'until', old.maintenance_until)";
       audit_after = "jsonb_build_object('maintenance', false, 'until', NULL)";
       break;
     case BulkAction::kMoveGroup:
@@ -1048,7 +1084,8 @@ void HttpApi::BulkHosts(const HttpRequest& r, Call call) {
       change = "h AS (DELETE FROM hosts USING old WHERE hosts.id = old.id RETURNING hosts.id), ";
       audit_before =
           "jsonb_build_object('name', old.name, 'address', old.address, 'groups', old.groups, "
-          "'enabled', old.enabled, 'services', (SELECT count(*) FROM services x WHERE x.host_id = old.id))";
+          "'enabled', old.enabled, 'services', (SELECT count(*) FROM services x WHERE x.host_id = "
+          "old.id))";
       audit_after = "NULL::jsonb";
       break;
   }
@@ -1068,7 +1105,8 @@ void HttpApi::BulkHosts(const HttpRequest& r, Call call) {
        b->until ? pg::Value(FormatDouble(*b->until)) : pg::Value(),
        b->group.empty() ? pg::Value() : pg::Value(b->group)},
       [](const pg::Rows& rows) -> Result<HttpResponse> {
-        if (Cell(rows, 0).value_or("f") != "t") return Status::InvalidArgument("'until' is in the past");
+        if (Cell(rows, 0).value_or("f") != "t")
+          return Status::InvalidArgument("'until' is in the past");
         if (!Cell(rows, 2)) return Status::Internal("the registry returned no results");
         return HttpResponse::Json(*Cell(rows, 2));
       });
@@ -1088,7 +1126,9 @@ void HttpApi::Audit(const HttpRequest& r, Call call) {
   } else {
     exact = text(f->action);
   }
-  auto time = [](const std::optional<double>& t) { return t ? pg::Value(FormatDouble(*t)) : pg::Value(); };
+  auto time = [](const std::optional<double>& t) {
+    return t ? pg::Value(FormatDouble(*t)) : pg::Value();
+  };
   // One row more than asked tells whether there are more ("more": true).
   Sql(call, "panel audit",
       "WITH x AS (SELECT * FROM audit_log WHERE ($1::text IS NULL OR actor = $1) "
@@ -1097,7 +1137,8 @@ void HttpApi::Audit(const HttpRequest& r, Call call) {
       "  AND ($6::float8 IS NULL OR at >= to_timestamp($6::float8)) "
       "  AND ($7::float8 IS NULL OR at <= to_timestamp($7::float8)) "
       "  ORDER BY at DESC, id DESC LIMIT $8::int + 1 OFFSET $9::int) "
-      "SELECT json_build_object('limit', $8::int, 'offset', $9::int, 'more', (SELECT count(*) FROM x) "
+      "SELECT json_build_object('limit', $8::int, 'offset', $9::int, 'more', (SELECT count(*) FROM "
+      "x) "
       "> $8::int, 'audit', coalesce((SELECT json_agg(json_build_object('id', y.id, 'at', y.at, "
       "'actor', y.actor, 'action', y.action, 'object_type', y.object_type, 'object', y.object_id, "
       "'object_id', y.object_id, "
@@ -1114,11 +1155,16 @@ namespace {
 // A profile as answers show it: never the secret, only whether there is one.
 std::string ProfileObject(const std::string& cp) {
   return "json_build_object('name', " + cp + ".name, 'kind', " + cp + ".kind, 'username', " + cp +
-         ".username, 'options', " + cp + ".options, 'host_groups', " + cp + ".host_groups, "
-         "'is_default', " + cp + ".is_default, 'has_secret', " + cp +
+         ".username, 'options', " + cp + ".options, 'host_groups', " + cp +
+         ".host_groups, "
+         "'is_default', " +
+         cp + ".is_default, 'has_secret', " + cp +
          ".secret <> '{}'::jsonb, 'services', (SELECT count(*) FROM services s WHERE "
-         "s.credential_profile_id = " + cp + ".id), 'created_at', " + cp + ".created_at, "
-         "'updated_at', " + cp + ".updated_at)";
+         "s.credential_profile_id = " +
+         cp + ".id), 'created_at', " + cp +
+         ".created_at, "
+         "'updated_at', " +
+         cp + ".updated_at)";
 }
 }  // namespace
 
@@ -1126,11 +1172,12 @@ void HttpApi::CredentialProfiles(const HttpRequest& r, Call call) {
   if (!r.rest.empty()) {
     const std::string& name = r.rest;
     if (Status st = ValidateName(name, "credential profile name"); !st.ok()) return call.Send(st);
-    return Sql(call, "panel credential profile",
-               "SELECT " + ProfileObject("cp") + "::text FROM credential_profiles cp WHERE cp.name = $1",
-               {name}, [name](const pg::Rows& rows) {
-                 return JsonOf(rows, 200, "no credential profile '" + name + "'");
-               });
+    return Sql(
+        call, "panel credential profile",
+        "SELECT " + ProfileObject("cp") + "::text FROM credential_profiles cp WHERE cp.name = $1",
+        {name}, [name](const pg::Rows& rows) {
+          return JsonOf(rows, 200, "no credential profile '" + name + "'");
+        });
   }
   Sql(call, "panel credential profiles",
       "SELECT json_build_object('profiles', coalesce(json_agg(" + ProfileObject("cp") +
@@ -1139,32 +1186,38 @@ void HttpApi::CredentialProfiles(const HttpRequest& r, Call call) {
 }
 
 void HttpApi::PostCredentialProfile(const HttpRequest& r, Call call) {
-  if (!r.rest.empty()) return call.Send(HttpResponse::Error(405, "POST is for /api/v1/credential-profiles"));
+  if (!r.rest.empty())
+    return call.Send(HttpResponse::Error(405, "POST is for /api/v1/credential-profiles"));
   auto p = panel::ParseNewProfile(r.body);
   if (!p.ok()) return call.Send(p.status());
   std::string name = p->name;
   Sql(call, "panel add credential profile",
       "WITH other AS (SELECT name FROM credential_profiles WHERE $7::boolean AND kind = $2 AND "
       "  is_default AND name <> $1), "
-      "ins AS (INSERT INTO credential_profiles (name, kind, username, secret, options, host_groups, "
+      "ins AS (INSERT INTO credential_profiles (name, kind, username, secret, options, "
+      "host_groups, "
       "  is_default) SELECT $1, $2, $3, $4::jsonb, $5::jsonb, ARRAY(SELECT "
       "  jsonb_array_elements_text($8::jsonb)), $7::boolean WHERE NOT EXISTS (SELECT 1 FROM other) "
       "  ON CONFLICT (name) DO NOTHING RETURNING *), "
-      "a AS (" + std::string(kAudit) +
+      "a AS (" +
+          std::string(kAudit) +
           "SELECT $6, 'credential_profile.create', 'credential_profile', ins.name, NULL, "
           "  jsonb_build_object('name', ins.name, 'kind', ins.kind, 'username', ins.username, "
           "  'options', ins.options, 'host_groups', ins.host_groups, 'is_default', ins.is_default, "
           "  'secret', CASE WHEN ins.secret <> '{}'::jsonb THEN 'set' ELSE 'none' END) FROM ins) "
-          "SELECT (SELECT " + ProfileObject("ins") + "::text FROM ins), (SELECT name FROM other LIMIT 1)",
+          "SELECT (SELECT " +
+          ProfileObject("ins") + "::text FROM ins), (SELECT name FROM other LIMIT 1)",
       {p->name, p->kind, p->username.value_or(""), p->secret_json, p->options_json.value_or("{}"),
        call.actor(), Bool(p->is_default.value_or(false)),
        JsonStringArray(p->host_groups.value_or(std::vector<std::string>()))},
       [name, kind = p->kind](const pg::Rows& rows) -> Result<HttpResponse> {
         if (Cell(rows, 1)) {
-          return HttpResponse::Error(409, "credential profile '" + *Cell(rows, 1) + "' is the default for " +
-                                              kind + "; make it not the default first");
+          return HttpResponse::Error(409, "credential profile '" + *Cell(rows, 1) +
+                                              "' is the default for " + kind +
+                                              "; make it not the default first");
         }
-        if (!Cell(rows, 0)) return HttpResponse::Error(409, "credential profile '" + name + "' exists");
+        if (!Cell(rows, 0))
+          return HttpResponse::Error(409, "credential profile '" + name + "' exists");
         return HttpResponse::Json(*Cell(rows, 0), 201);
       });
 }
@@ -1176,20 +1229,23 @@ void HttpApi::PatchCredentialProfile(const HttpRequest& r, Call call) {
   std::string body = r.body;
   // The secret's shape depends on the kind: read it first; the update is conditional on it.
   registry_->Query(
-      "panel credential profile kind", "SELECT kind FROM credential_profiles WHERE name = $1", {name},
-      [this, call, name, body, alive = alive_](Result<pg::Rows> kind) {
+      "panel credential profile kind", "SELECT kind FROM credential_profiles WHERE name = $1",
+      {name}, [this, call, name, body, alive = alive_](Result<pg::Rows> kind) {
         if (!*alive) return;
         if (!kind.ok()) return call.Send(RegistryError(kind.status()));
-        if (!Cell(*kind, 0)) return call.Send(Status::NotFound("no credential profile '" + name + "'"));
+        if (!Cell(*kind, 0))
+          return call.Send(Status::NotFound("no credential profile '" + name + "'"));
         auto p = panel::ParseProfilePatch(body, *Cell(*kind, 0));
         if (!p.ok()) return call.Send(p.status());
         // Tasks using the profile get a new generation: their collectors restart them with
         // the new credentials (as PATCH /services does for a new profile).
         Sql(call, "panel update credential profile",
-            "WITH old AS (SELECT * FROM credential_profiles WHERE name = $1 AND kind = $2 FOR UPDATE), "
+            "WITH old AS (SELECT * FROM credential_profiles WHERE name = $1 AND kind = $2 FOR "
+            "UPDATE), "
             "other AS (SELECT name FROM credential_profiles WHERE $8::boolean AND kind = $2 AND "
             "  is_default AND name <> $1), "
-            "cp AS (UPDATE credential_profiles SET username = coalesce($3, credential_profiles.username), "
+            "cp AS (UPDATE credential_profiles SET username = coalesce($3, "
+            "credential_profiles.username), "
             "  secret = CASE WHEN $4::boolean THEN $5::jsonb ELSE credential_profiles.secret END, "
             "  options = coalesce($6::jsonb, credential_profiles.options), host_groups = CASE WHEN "
             "  $9::jsonb IS NULL THEN credential_profiles.host_groups ELSE ARRAY(SELECT "
@@ -1200,18 +1256,22 @@ void HttpApi::PatchCredentialProfile(const HttpRequest& r, Call call) {
             "t AS (UPDATE tasks SET generation = tasks.generation + 1 FROM services s, cp "
             "  WHERE tasks.service_id = s.id AND s.credential_profile_id = cp.id AND "
             "  tasks.collector_id IS NOT NULL RETURNING tasks.collector_id), "
-            "told AS (SELECT pg_notify('" + std::string(kAssignChannel) +
+            "told AS (SELECT pg_notify('" +
+                std::string(kAssignChannel) +
                 "', c.name) FROM collectors c WHERE c.id IN (SELECT collector_id FROM t)), "
-                "a AS (" + kAudit +
+                "a AS (" +
+                kAudit +
                 "SELECT $7, 'credential_profile.update', 'credential_profile', cp.name, "
-                "  jsonb_build_object('username', old.username, 'options', old.options, 'host_groups', "
+                "  jsonb_build_object('username', old.username, 'options', old.options, "
+                "'host_groups', "
                 "  old.host_groups, 'is_default', old.is_default), jsonb_build_object('username', "
-                "  cp.username, 'options', cp.options, 'host_groups', cp.host_groups, 'is_default', "
+                "  cp.username, 'options', cp.options, 'host_groups', cp.host_groups, "
+                "'is_default', "
                 "  cp.is_default) || CASE WHEN "
                 "  $4::boolean THEN jsonb_build_object('secret', 'changed') ELSE '{}'::jsonb END "
                 "  FROM cp JOIN old ON old.id = cp.id) "
-                "SELECT (SELECT count(*) FROM told), (SELECT " + ProfileObject("cp") +
-                "::text FROM cp), (SELECT name FROM other LIMIT 1)",
+                "SELECT (SELECT count(*) FROM told), (SELECT " +
+                ProfileObject("cp") + "::text FROM cp), (SELECT name FROM other LIMIT 1)",
             {name, p->kind, p->username, Bool(p->set_secret), p->secret_json, p->options_json,
              call.actor(), OptBool(p->is_default),
              p->host_groups ? pg::Value(JsonStringArray(*p->host_groups)) : pg::Value()},
@@ -1235,16 +1295,19 @@ void HttpApi::DeleteCredentialProfile(const HttpRequest& r, Call call) {
   if (Status st = ValidateName(name, "credential profile name"); !st.ok()) return call.Send(st);
   Sql(call, "panel delete credential profile",
       "WITH old AS (SELECT * FROM credential_profiles WHERE name = $1 FOR UPDATE), "
-      "used AS (SELECT count(*) AS n FROM services s JOIN old ON s.credential_profile_id = old.id), "
+      "used AS (SELECT count(*) AS n FROM services s JOIN old ON s.credential_profile_id = "
+      "old.id), "
       "d AS (DELETE FROM credential_profiles USING old, used WHERE credential_profiles.id = old.id "
       "  AND used.n = 0 RETURNING credential_profiles.id), "
-      "a AS (" + std::string(kAudit) +
+      "a AS (" +
+          std::string(kAudit) +
           "SELECT $2, 'credential_profile.delete', 'credential_profile', old.name, "
           "  jsonb_build_object('name', old.name, 'kind', old.kind, 'username', old.username, "
           "  'options', old.options), NULL FROM old JOIN d ON d.id = old.id) "
           "SELECT (SELECT count(*) FROM old), (SELECT n FROM used), (SELECT count(*) FROM d)",
       {name, call.actor()}, [name](const pg::Rows& rows) -> Result<HttpResponse> {
-        if (Cell(rows, 0).value_or("0") == "0") return Status::NotFound("no credential profile '" + name + "'");
+        if (Cell(rows, 0).value_or("0") == "0")
+          return Status::NotFound("no credential profile '" + name + "'");
         if (Cell(rows, 2).value_or("0") == "0") {
           return HttpResponse::Error(409, "credential profile '" + name + "' is used by " +
                                               Cell(rows, 1).value_or("?") +
@@ -1254,7 +1317,8 @@ void HttpApi::DeleteCredentialProfile(const HttpRequest& r, Call call) {
       });
 }
 
-// ---- collectors' load history ---------------------------------------------------------------------
+// ---- collectors' load history
+// ---------------------------------------------------------------------
 
 void HttpApi::PanelCollectorRoute(const HttpRequest& r, Call call) {
   if (r.rest.empty()) return Collectors(r, std::move(call));
@@ -1279,9 +1343,11 @@ void HttpApi::CollectorHistory(const std::string& name, const HttpRequest& r, Ca
   }
   Sql(call, "panel collector history",
       "SELECT json_build_object('collector', c.name, 'minutes', $2::int, 'interval_s', $3::float8, "
-      "'points', coalesce((SELECT json_agg(json_build_object('at', h.at, 'lag_p50_ms', h.lag_p50_ms, "
+      "'points', coalesce((SELECT json_agg(json_build_object('at', h.at, 'lag_p50_ms', "
+      "h.lag_p50_ms, "
       "'lag_p99_ms', h.lag_p99_ms, 'cpu_pct', h.cpu_pct, 'tasks', h.tasks) ORDER BY h.at) FROM "
-      "collector_load_history h WHERE h.collector_id = c.id AND h.at > now() - make_interval(mins => "
+      "collector_load_history h WHERE h.collector_id = c.id AND h.at > now() - make_interval(mins "
+      "=> "
       "$2::int)), '[]'::json))::text FROM collectors c WHERE c.name = $1",
       {name, std::to_string(minutes), FormatDouble(options_.load_history_interval_s)},
       [name](const pg::Rows& rows) { return JsonOf(rows, 200, "no collector '" + name + "'"); });
@@ -1298,10 +1364,14 @@ void HttpApi::SampleLoadHistory() {
   registry_->Query(
       "panel sample load history",
       "WITH ins AS (INSERT INTO collector_load_history (collector_id, at, lag_p50_ms, lag_p99_ms, "
-      "  cpu_pct, tasks) SELECT id, now(), " + num("lag_p50_ms") + ", " + num("lag_p99_ms") + ", " +
-          num("cpu_pct") + ", (" + num("tasks") + ")::bigint::integer FROM collectors WHERE state <> "
-          "'dead' AND last_heartbeat > now() - interval '1 minute' ON CONFLICT DO NOTHING RETURNING 1), "
-          "del AS (DELETE FROM collector_load_history WHERE at < now() - interval '24 hours' RETURNING 1) "
+      "  cpu_pct, tasks) SELECT id, now(), " +
+          num("lag_p50_ms") + ", " + num("lag_p99_ms") + ", " + num("cpu_pct") + ", (" +
+          num("tasks") +
+          ")::bigint::integer FROM collectors WHERE state <> "
+          "'dead' AND last_heartbeat > now() - interval '1 minute' ON CONFLICT DO NOTHING "
+          "RETURNING 1), "
+          "del AS (DELETE FROM collector_load_history WHERE at < now() - interval '24 hours' "
+          "RETURNING 1) "
           "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del)",
       {}, [](Result<pg::Rows> r) {
         if (!r.ok()) spdlog::warn("[panel] load history: {}", r.status().message());
@@ -1326,14 +1396,16 @@ void HttpApi::Probe(const HttpRequest& r, Call call) {
   auto run = [this, call, req = *req](const json& profile) {
     if (!panel_ || panel_->down) return call.Send(Status::Unavailable("stopping"));
     if (*panel_->probes_running >= kMaxProbes) {
-      HttpResponse res = HttpResponse::Error(429, "too many probes running; try again in a few seconds");
+      HttpResponse res =
+          HttpResponse::Error(429, "too many probes running; try again in a few seconds");
       res.headers.emplace_back("retry-after", "5");
       return call.Send(std::move(res));
     }
     std::string uri = req.uri;
     std::string password = req.password;
     std::string key;
-    std::vector<std::string> args = {"probe", "--seconds", "2", "--format", "json", "--log-level", "error"};
+    std::vector<std::string> args = {"probe", "--seconds",   "2",    "--format",
+                                     "json",  "--log-level", "error"};
     if (profile.is_object()) {
       const json& secret = profile.value("secret", json::object());
       const json& options = profile.value("options", json::object());
@@ -1406,7 +1478,8 @@ void HttpApi::Probe(const HttpRequest& r, Call call) {
       {cp}, [call, cp, kind, run, alive = alive_](Result<pg::Rows> rows) {
         if (!*alive) return;
         if (!rows.ok()) return call.Send(RegistryError(rows.status()));
-        if (rows->rows.empty()) return call.Send(Status::InvalidArgument("no credential profile '" + cp + "'"));
+        if (rows->rows.empty())
+          return call.Send(Status::InvalidArgument("no credential profile '" + cp + "'"));
         const pg::Row& row = rows->rows[0];
         if (row[0].value_or("") != kind) {
           return call.Send(Status::InvalidArgument("credential profile '" + cp + "' is for " +

@@ -50,8 +50,8 @@ inline constexpr size_t kMaxBulkHosts = 5000;
 struct BulkRequest {
   std::vector<std::string> hosts;  // validated names, duplicates removed, order kept
   BulkAction action = BulkAction::kEnable;
-  std::optional<double> until;     // maintenance_on: unix seconds; nullopt = open-ended
-  std::string group;               // move_group
+  std::optional<double> until;  // maintenance_on: unix seconds; nullopt = open-ended
+  std::string group;            // move_group
 };
 // {"hosts": [...], "action": "...", "until"?: RFC 3339 | null, "group"?: name}. "until" only
 // with maintenance_on, "group" only (and required) with move_group.
@@ -64,7 +64,7 @@ std::string_view BulkAuditAction(BulkAction action);
 
 struct AuditFilter {
   std::string actor, action, object_type, object;  // exact; action "host.*" = prefix "host."
-  std::optional<double> since, until;               // unix seconds
+  std::optional<double> since, until;              // unix seconds
   Paging paging;
 };
 Result<AuditFilter> ParseAuditFilter(const HttpRequest& request);
@@ -80,10 +80,10 @@ Result<AuditFilter> ParseAuditFilter(const HttpRequest& request);
 //   postgresql {"password"}; redis {"password"}. Strings, at most 16 KiB each.
 struct ProfileInput {
   std::string name;
-  std::string kind;                     // ssh, postgresql, redis
-  std::optional<std::string> username;  // nullopt: not given
-  bool set_secret = false;              // "secret" given: replaces the whole secret
-  std::string secret_json = "{}";       // checked object, as JSON text
+  std::string kind;                         // ssh, postgresql, redis
+  std::optional<std::string> username;      // nullopt: not given
+  bool set_secret = false;                  // "secret" given: replaces the whole secret
+  std::string secret_json = "{}";           // checked object, as JSON text
   std::optional<std::string> options_json;  // checked object, as JSON text
   // Which discovered services get this profile (migration 3, discovery_api.cc): those of
   // hosts in one of these groups, else the kind's default (one per kind).
@@ -99,7 +99,7 @@ Result<ProfileInput> ParseProfilePatch(std::string_view body, std::string_view k
 // ---- POST /api/v1/probe -----------------------------------------------------------------------
 
 struct ProbeRequest {
-  std::string uri;  // without a password (moved to `password`)
+  std::string uri;       // without a password (moved to `password`)
   std::string password;  // from the URI's user info, "" when none
   std::optional<std::string> credential_profile;
   std::string kind;  // ssh, postgresql, redis: from the scheme

@@ -23,6 +23,8 @@ a real Redis (for the probe) and one `trapline coordinator` with [http] (it lead
                        holding the password (the password is never on a command line); a
                        closed port: ok=false with the reason; 4 at a time (429 past that);
                        bad URIs 400
+  test_probe_ssh       the probe of a real sshd with a profile's private key (a 0600 file) and
+                       known_hosts: ok with entities; an unknown host key: ok=false, the reason
   test_settings        GET /api/v1/settings/zabbix: url, user, frontend_url, host_group; no
                        password
   test_list_speed      5,000 hosts x 3 services: the median time of GET /api/v1/hosts (printed,
@@ -44,7 +46,7 @@ import urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_coordinator_api as api_test  # noqa: E402  (its Ctx: call, ok, bad, sql, close)
 from common import Failure, check, make_tmp, run_checks, say, trapline_bin, wait_until  # noqa: E402
-from harness import PostgresServer, RedisServer, free_port  # noqa: E402
+from harness import PostgresServer, RedisServer, SshServer, free_port  # noqa: E402
 
 TOKEN = api_test.TOKEN
 SECRET = "profile-secret-Kx93-never-shown"
@@ -627,9 +629,12 @@ def test_probe(ctx):
                                 capture_output=True, text=True)
             for line in cp.stdout.splitlines():
                 if " probe " in line:
-                    pwfile = line.split("--password-file ")[1].split()[0] if "--password-file " in line else ""
-                    mode = (os.stat(pwfile).st_mode & 0o777, os.stat(os.path.dirname(pwfile)).st_mode & 0o777) \
-                        if pwfile and os.path.exists(pwfile) else None
+                    pwfile = (line.split("--password-file ")[1].split()[0]
+                              if "--password-file " in line else "")
+                    mode = None
+                    if pwfile and os.path.exists(pwfile):
+                        mode = (os.stat(pwfile).st_mode & 0o777,
+                                os.stat(os.path.dirname(pwfile)).st_mode & 0o777)
                     seen.append((line, mode))
             time.sleep(0.05)
     watcher = threading.Thread(target=watch)
@@ -685,6 +690,36 @@ def test_probe(ctx):
         ctx.bad("POST", "/api/v1/probe", body, what=what)
 
 
+def test_probe_ssh(ctx):
+    sshd = SshServer()
+    sshd.start()
+    try:
+        with open(sshd.key_ed25519) as f:
+            key = f.read()
+        ctx.ok("POST", "/api/v1/credential-profiles",
+               {"name": "probe-ssh", "kind": "ssh", "username": sshd.user,
+                "secret": {"private_key": key}, "options": {"known_hosts": sshd.known_hosts}},
+               want=201)
+        t0 = time.monotonic()
+        out = ctx.ok("POST", "/api/v1/probe", {"uri": f"ssh://127.0.0.1:{sshd.port}",
+                                               "credential_profile": "probe-ssh"})
+        kinds = sorted({e["kind"] for e in out["entities"]})
+        say(f"ssh probe with the profile's key ({time.monotonic() - t0:.1f} s): ok={out['ok']} "
+            f"samples={out['samples']} entity kinds={kinds} error={out.get('error')}")
+        check(out["ok"] is True and out["samples"] > 0 and "cpu" in kinds, out)
+        # A known_hosts file without the server's key: refused, with the reason.
+        empty = os.path.join(ctx.tmp, "empty_known_hosts")
+        open(empty, "w").close()
+        ctx.ok("PATCH", "/api/v1/credential-profiles/probe-ssh", {"options": {"known_hosts": empty}})
+        out = ctx.ok("POST", "/api/v1/probe", {"uri": f"ssh://127.0.0.1:{sshd.port}",
+                                               "credential_profile": "probe-ssh"})
+        say(f"ssh probe, host key unknown: {out.get('error')}")
+        check(out["ok"] is False and "host key" in out.get("error", "").lower(), out)
+        check(os.listdir(ctx.probe_tmp) == [], f"left behind: {os.listdir(ctx.probe_tmp)}")
+    finally:
+        sshd.close()
+
+
 def test_settings(ctx):
     out = ctx.ok("GET", "/api/v1/settings/zabbix")
     check(out["url"] == ctx.zabbix_url and out["user"] == "Admin"
@@ -732,5 +767,6 @@ def test_list_speed(ctx):
 
 if __name__ == "__main__":
     sys.exit(run_checks([test_events, test_hosts_filters, test_complete, test_bulk, test_audit,
-                         test_profiles, test_history, test_probe, test_settings, test_list_speed],
+                         test_profiles, test_history, test_probe, test_probe_ssh, test_settings,
+                         test_list_speed],
                         setup=setup, teardown=teardown, limit_s=120))

@@ -3,7 +3,6 @@
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
 
@@ -20,7 +19,8 @@ HttpRequest Get(std::string query) {
 }
 
 TEST_CASE("hosts filter: status, plugin, group, q, paging") {
-  auto f = ParseHostFilter(Get("status=error&plugin=redis&group=Linux%20servers&q=Web&limit=50&offset=100"));
+  auto f = ParseHostFilter(
+      Get("status=error&plugin=redis&group=Linux%20servers&q=Web&limit=50&offset=100"));
   REQUIRE(f.ok());
   CHECK(f->status == "error");
   CHECK(f->plugin == "redis");
@@ -62,7 +62,8 @@ TEST_CASE("bulk: actions, hosts, until and group") {
   REQUIRE(b.ok());
   CHECK(b->action == BulkAction::kEnable);
   CHECK(b->hosts == std::vector<std::string>{"web-1", "web-2"});
-  b = ParseBulkRequest(R"({"hosts": ["a"], "action": "maintenance_on", "until": "2030-01-01T00:00:00Z"})");
+  b = ParseBulkRequest(
+      R"({"hosts": ["a"], "action": "maintenance_on", "until": "2030-01-01T00:00:00Z"})");
   REQUIRE(b.ok());
   CHECK(b->until == doctest::Approx(1893456000.0));
   b = ParseBulkRequest(R"({"hosts": ["a"], "action": "maintenance_on", "until": null})");
@@ -73,22 +74,18 @@ TEST_CASE("bulk: actions, hosts, until and group") {
   CHECK(b->group == "DB/Prod");
   CHECK(BulkAuditAction(BulkAction::kMaintenanceOn) == "maintenance.set");
   CHECK(BulkAuditAction(BulkAction::kDelete) == "host.delete");
-  for (const char* bad : {
-           R"({"hosts": ["a"]})",
-           R"({"hosts": ["a"], "action": "reboot"})",
-           R"({"hosts": [], "action": "enable"})",
-           R"({"hosts": "a", "action": "enable"})",
-           R"({"hosts": [1], "action": "enable"})",
-           R"({"hosts": ["a;b"], "action": "enable"})",
-           R"({"hosts": ["'; DROP TABLE hosts; --"], "action": "delete"})",
-           R"({"hosts": ["a"], "action": "enable", "until": "2030-01-01T00:00:00Z"})",
-           R"({"hosts": ["a"], "action": "maintenance_on", "until": "tomorrow"})",
-           R"({"hosts": ["a"], "action": "maintenance_on", "until": 5})",
-           R"({"hosts": ["a"], "action": "move_group"})",
-           R"({"hosts": ["a"], "action": "move_group", "group": "a;b"})",
-           R"({"hosts": ["a"], "action": "enable", "group": "g"})",
-           R"({"hosts": ["a"], "action": "enable", "force": true})",
-           "[]", "{", ""}) {
+  for (const char* bad :
+       {R"({"hosts": ["a"]})", R"({"hosts": ["a"], "action": "reboot"})",
+        R"({"hosts": [], "action": "enable"})", R"({"hosts": "a", "action": "enable"})",
+        R"({"hosts": [1], "action": "enable"})", R"({"hosts": ["a;b"], "action": "enable"})",
+        R"({"hosts": ["'; DROP TABLE hosts; --"], "action": "delete"})",
+        R"({"hosts": ["a"], "action": "enable", "until": "2030-01-01T00:00:00Z"})",
+        R"({"hosts": ["a"], "action": "maintenance_on", "until": "tomorrow"})",
+        R"({"hosts": ["a"], "action": "maintenance_on", "until": 5})",
+        R"({"hosts": ["a"], "action": "move_group"})",
+        R"({"hosts": ["a"], "action": "move_group", "group": "a;b"})",
+        R"({"hosts": ["a"], "action": "enable", "group": "g"})",
+        R"({"hosts": ["a"], "action": "enable", "force": true})", "[]", "{", ""}) {
     CHECK_MESSAGE(!ParseBulkRequest(bad).ok(), bad);
   }
   json many = {{"action", "disable"}, {"hosts", json::array()}};
@@ -101,8 +98,9 @@ TEST_CASE("bulk: actions, hosts, until and group") {
 }
 
 TEST_CASE("audit filter: times, action prefix, paging") {
-  auto f = ParseAuditFilter(Get("actor=alice&action=host.*&object_type=host&object=web-1&"
-                                "since=2026-11-21T00:00:00Z&until=2026-11-22T00:00:00Z&limit=10"));
+  auto f =
+      ParseAuditFilter(Get("actor=alice&action=host.*&object_type=host&object=web-1&"
+                           "since=2026-11-21T00:00:00Z&until=2026-11-22T00:00:00Z&limit=10"));
   REQUIRE(f.ok());
   CHECK(f->actor == "alice");
   CHECK(f->action == "host.*");
@@ -128,34 +126,35 @@ TEST_CASE("credential profiles: kind, options and secret shape per kind") {
   REQUIRE(p.ok());
   CHECK(!p->options_json);
   CHECK(ParseNewProfile(R"({"name": "r", "kind": "redis"})").ok());
-  for (const char* bad : {
-           R"({"name": "x", "kind": "telnet"})",
-           R"({"kind": "ssh"})",
-           R"({"name": "x"})",
-           R"({"name": "a;b", "kind": "ssh"})",
-           R"({"name": "x", "kind": "redis", "secret": {"private_key": "k"}})",
-           R"({"name": "x", "kind": "postgresql", "secret": {"password": 5}})",
-           R"({"name": "x", "kind": "postgresql", "secret": "pw"})",
-           R"({"name": "x", "kind": "redis", "secret": {"password": "a\nb"}})",
-           R"({"name": "x", "kind": "ssh", "secret": {"passphrase": "p"}})",
-           R"({"name": "x", "kind": "redis", "options": {"known_hosts": "/k"}})",
-           R"({"name": "x", "kind": "ssh", "options": {"known_hosts": "relative"}})",
-           R"({"name": "x", "kind": "ssh", "options": {"use_agent": "yes"}})",
-           R"({"name": "x", "kind": "ssh", "options": {"interval": 0}})",
-           R"({"name": "x", "kind": "ssh", "options": {"plugin": {"a": 1}}})",
-           R"({"name": "x", "kind": "ssh", "options": {"sslmode": "require"}})",
-           R"({"name": "x", "kind": "ssh", "username": "a b"})",
-           R"({"name": "x", "kind": "ssh", "password": "p"})"}) {
+  for (const char* bad : {R"({"name": "x", "kind": "telnet"})", R"({"kind": "ssh"})",
+                          R"({"name": "x"})", R"({"name": "a;b", "kind": "ssh"})",
+                          R"({"name": "x", "kind": "redis", "secret": {"private_key": "k"}})",
+                          R"({"name": "x", "kind": "postgresql", "secret": {"password": 5}})",
+                          R"({"name": "x", "kind": "postgresql", "secret": "pw"})",
+                          R"({"name": "x", "kind": "redis", "secret": {"password": "a\nb"}})",
+                          R"({"name": "x", "kind": "ssh", "secret": {"passphrase": "p"}})",
+                          R"({"name": "x", "kind": "redis", "options": {"known_hosts": "/k"}})",
+                          R"({"name": "x", "kind": "ssh", "options": {"known_hosts": "relative"}})",
+                          R"({"name": "x", "kind": "ssh", "options": {"use_agent": "yes"}})",
+                          R"({"name": "x", "kind": "ssh", "options": {"interval": 0}})",
+                          R"({"name": "x", "kind": "ssh", "options": {"plugin": {"a": 1}}})",
+                          R"({"name": "x", "kind": "ssh", "options": {"sslmode": "require"}})",
+                          R"({"name": "x", "kind": "ssh", "username": "a b"})",
+                          R"({"name": "x", "kind": "ssh", "password": "p"})"}) {
     CHECK_MESSAGE(!ParseNewProfile(bad).ok(), bad);
   }
   // A secret's value never appears in an error.
-  auto st = ParseNewProfile(R"({"name": "x", "kind": "redis", "secret": {"password": "hunter2\n"}})");
+  auto st =
+      ParseNewProfile(R"({"name": "x", "kind": "redis", "secret": {"password": "hunter2\n"}})");
   REQUIRE(!st.ok());
   CHECK(st.status().message().find("hunter2") == std::string::npos);
   std::string big(17 * 1024, 'k');
-  CHECK(!ParseNewProfile(R"({"name": "x", "kind": "ssh", "secret": {"private_key": ")" + big + "\"}}").ok());
+  CHECK(
+      !ParseNewProfile(R"({"name": "x", "kind": "ssh", "secret": {"private_key": ")" + big + "\"}}")
+           .ok());
 
-  p = ParseNewProfile(R"({"name": "r2", "kind": "redis", "host_groups": ["DB", "DB", "Cache/EU"], "is_default": true})");
+  p = ParseNewProfile(
+      R"({"name": "r2", "kind": "redis", "host_groups": ["DB", "DB", "Cache/EU"], "is_default": true})");
   REQUIRE(p.ok());
   CHECK(p->host_groups == std::vector<std::string>{"DB", "Cache/EU"});
   CHECK(p->is_default == true);
@@ -190,7 +189,8 @@ TEST_CASE("probe request: schemes, a password moved out of the URI") {
   REQUIRE(p.ok());
   CHECK(p->uri == "redis://h:1");
   CHECK(p->password == "pw");
-  p = ParseProbeRequest(R"({"uri": "postgres://mon@db:5432/postgres?sslmode=disable", "credential_profile": "pg"})");
+  p = ParseProbeRequest(
+      R"({"uri": "postgres://mon@db:5432/postgres?sslmode=disable", "credential_profile": "pg"})");
   REQUIRE(p.ok());
   CHECK(p->kind == "postgresql");
   CHECK(p->uri == "postgres://mon@db:5432/postgres?sslmode=disable");
@@ -199,18 +199,19 @@ TEST_CASE("probe request: schemes, a password moved out of the URI") {
   REQUIRE(p.ok());
   CHECK(p->kind == "ssh");
   CHECK(p->password.empty());
-  for (const char* bad : {R"({"uri": "http://h"})", R"({"uri": "-oProxyCommand=x"})",
-                          R"({"uri": "ssh://"})", R"({"uri": "ssh://u@:22"})",
-                          R"({"uri": "redis://h 1"})", R"({"uri": ""})", R"({})",
-                          R"({"uri": "redis://h", "credential_profile": 3})",
-                          R"({"uri": "redis://h", "credential_profile": "a;b"})",
-                          R"({"uri": "redis://h", "seconds": 100})"}) {
+  for (const char* bad :
+       {R"({"uri": "http://h"})", R"({"uri": "-oProxyCommand=x"})", R"({"uri": "ssh://"})",
+        R"({"uri": "ssh://u@:22"})", R"({"uri": "redis://h 1"})", R"({"uri": ""})", R"({})",
+        R"({"uri": "redis://h", "credential_profile": 3})",
+        R"({"uri": "redis://h", "credential_profile": "a;b"})",
+        R"({"uri": "redis://h", "seconds": 100})"}) {
     CHECK_MESSAGE(!ParseProbeRequest(bad).ok(), bad);
   }
   CHECK(!ParseProbeRequest(json({{"uri", "redis://" + std::string(1100, 'a')}}).dump()).ok());
   CHECK(UriWithUser("ssh://web1:22", "monitor") == "ssh://monitor@web1:22");
   CHECK(UriWithUser("ssh://root@web1:22", "monitor") == "ssh://root@web1:22");
-  CHECK(UriWithUser("postgresql://db/postgres?x=a@b", "mon") == "postgresql://mon@db/postgres?x=a@b");
+  CHECK(UriWithUser("postgresql://db/postgres?x=a@b", "mon") ==
+        "postgresql://mon@db/postgres?x=a@b");
   CHECK(UriWithUser("redis://h", "") == "redis://h");
 }
 
