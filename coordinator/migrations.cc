@@ -232,7 +232,8 @@ CREATE TRIGGER users_end_sessions AFTER UPDATE OF disabled, password_hash ON use
 // Version 5: the admin panel (issue 7): live events, collectors' load history, indexes for
 // the panel's lists.
 //  - Live events: triggers NOTIFY trapline_events with a small JSON hint {"type", "id",
-//    "host"?, ...} (well under NOTIFY's 8000-byte limit: names are at most 255 bytes) when
+//    "host"?, ...} (well under NOTIFY's 8000-byte limit: every text in it is cut to at most
+//    300 characters, so a name edited by hand into something huge cannot fail the change) when
 //    something the panel shows changes: a host's enabled/maintenance/groups/address, a
 //    service's state/enabled/gone/profile, a collector's state/weight (not its heartbeats),
 //    a task's collector, a new error, a new audit row. Every coordinator LISTENs and fans the
@@ -257,7 +258,7 @@ BEGIN
      AND OLD.address IS NOT DISTINCT FROM NEW.address AND OLD.name = NEW.name THEN
     RETURN NULL;
   END IF;
-  PERFORM trapline_event(jsonb_build_object('type', 'host', 'id', r.name, 'host', r.name,
+  PERFORM trapline_event(jsonb_build_object('type', 'host', 'id', left(r.name, 255), 'host', left(r.name, 255),
                                             'op', lower(TG_OP)));
   RETURN NULL;
 END $$;
@@ -274,7 +275,7 @@ BEGIN
     RETURN NULL;
   END IF;
   PERFORM trapline_event(jsonb_build_object('type', 'service', 'id', r.id, 'host',
-    (SELECT name FROM hosts WHERE id = r.host_id), 'plugin', r.plugin, 'state', r.state,
+    (SELECT left(name, 255) FROM hosts WHERE id = r.host_id), 'plugin', left(r.plugin, 100), 'state', r.state,
     'op', lower(TG_OP)));
   RETURN NULL;
 END $$;
@@ -288,7 +289,7 @@ BEGIN
   IF TG_OP = 'UPDATE' AND OLD.state = NEW.state AND OLD.weight = NEW.weight THEN
     RETURN NULL;
   END IF;
-  PERFORM trapline_event(jsonb_build_object('type', 'collector', 'id', r.name, 'state', r.state,
+  PERFORM trapline_event(jsonb_build_object('type', 'collector', 'id', left(r.name, 255), 'state', r.state,
                                             'op', lower(TG_OP)));
   RETURN NULL;
 END $$;
@@ -303,8 +304,8 @@ BEGIN
     RETURN NULL;
   END IF;
   PERFORM trapline_event(jsonb_build_object('type', 'task', 'id', r.id, 'host',
-    (SELECT h.name FROM services s JOIN hosts h ON h.id = s.host_id WHERE s.id = r.service_id),
-    'collector', (SELECT name FROM collectors WHERE id = r.collector_id), 'op', lower(TG_OP)));
+    (SELECT left(h.name, 255) FROM services s JOIN hosts h ON h.id = s.host_id WHERE s.id = r.service_id),
+    'collector', (SELECT left(name, 255) FROM collectors WHERE id = r.collector_id), 'op', lower(TG_OP)));
   RETURN NULL;
 END $$;
 CREATE TRIGGER tasks_event AFTER INSERT OR UPDATE OR DELETE ON tasks
@@ -313,9 +314,9 @@ CREATE TRIGGER tasks_event AFTER INSERT OR UPDATE OR DELETE ON tasks
 CREATE FUNCTION trapline_errors_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   PERFORM trapline_event(jsonb_build_object('type', 'error', 'id', NEW.id, 'host',
-    (SELECT h.name FROM tasks t JOIN services s ON s.id = t.service_id JOIN hosts h
+    (SELECT left(h.name, 255) FROM tasks t JOIN services s ON s.id = t.service_id JOIN hosts h
        ON h.id = s.host_id WHERE t.id = NEW.task_id),
-    'collector', (SELECT name FROM collectors WHERE id = NEW.collector_id)));
+    'collector', (SELECT left(name, 255) FROM collectors WHERE id = NEW.collector_id)));
   RETURN NULL;
 END $$;
 CREATE TRIGGER errors_event AFTER INSERT ON errors

@@ -373,6 +373,12 @@ def test_hosts_filters(ctx):
     lst = ctx.ok("GET", "/api/v1/hosts?q=" + urllib.parse.quote("'; DROP TABLE hosts; --"))
     check(lst["total"] == 0, lst)
     check(ctx.sql("SELECT count(*) FROM hosts")[0][0] != "0", "hosts gone")
+    # A row edited by hand into nonsense (a 9,000-character name) still changes: the event's
+    # payload stays under NOTIFY's 8,000-byte limit.
+    ctx.sql("INSERT INTO hosts (name) VALUES (repeat('x', 9000)); "
+            "UPDATE hosts SET enabled = true WHERE name = repeat('x', 9000)")
+    check(ctx.sql("SELECT enabled FROM hosts WHERE length(name) = 9000")[0][0] == "t", "huge name")
+    ctx.sql("DELETE FROM hosts WHERE length(name) = 9000")
 
 
 def test_complete(ctx):
