@@ -8,6 +8,7 @@ export interface LiveEvent {
   type: string;
   id?: string | number;
   host?: string;
+  many?: boolean;  // too many of this type at once (or a resync): refetch whatever is shown
   [k: string]: unknown;
 }
 type Listener = (e: LiveEvent) => void;
@@ -74,6 +75,15 @@ function open(): void {
   };
   for (const t of kTypes) es.addEventListener(t, handler as EventListener);
   es.addEventListener("hello", () => setUp(true));
+  // The session behind the stream no longer grants access: pages refetch (their requests get
+  // the 401 that leads to the login page); the stream is tried again later.
+  es.addEventListener("denied", () => {
+    es.close();
+    setUp(false);
+    emit({ type: "poll" });
+    if (retry !== undefined) clearTimeout(retry);
+    if (started) retry = window.setTimeout(open, 3000);
+  });
   es.onmessage = handler;
 }
 

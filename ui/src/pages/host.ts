@@ -186,7 +186,7 @@ export function hostPage(root: HTMLElement, params: string[]): () => void {
   }
 
   void credentialProfiles().then((p) => (profiles = p)).catch(() => {}).finally(() => void load());
-  const unsub = subscribe((e) => e.host === name || (e.type === "host" && e.id === name) || e.type === "error", () => void load());
+  const unsub = subscribe((e) => e.host === name || (e.type === "host" && e.id === name) || e.type === "error" || e.many === true, () => void load());
   return () => {
     unsub();
     gen++;
