@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "common/uv.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/discovery.h"
 #include "coordinator/http_api.h"
 #include "coordinator/http_api_internal.h"
 
@@ -948,13 +949,17 @@ void HttpApi::PanelHosts(const HttpRequest& r, Call call) {
   if (!f.ok()) return call.Send(f.status());
   auto text = [](const std::string& s) { return s.empty() ? pg::Value() : pg::Value(s); };
   // Status: disabled > maintenance > error (an enabled service failing) > unknown (no enabled
-  // service, or one not reported yet) > ok. Aggregated once over services (one pass), then
-  // the page's rows get their details.
+  // service, or one not reported yet) > ok, over the services whose plugin runs as a task ($9;
+  // a discovered "generic:nginx" never reports a state). Aggregated once over services (one
+  // pass), then the page's rows get their details.
   Sql(call, "panel hosts",
-      "WITH agg AS (SELECT s.host_id, count(*) FILTER (WHERE s.enabled AND NOT s.gone) AS active, "
-      "  coalesce(bool_or(s.state = 'error') FILTER (WHERE s.enabled AND NOT s.gone), false) AS "
+      "WITH agg AS (SELECT s.host_id, count(*) FILTER (WHERE s.enabled AND NOT s.gone AND s.plugin "
+      "= ANY ($9::text[])) AS active, "
+      "  coalesce(bool_or(s.state = 'error') FILTER (WHERE s.enabled AND NOT s.gone AND s.plugin = "
+      "ANY ($9::text[])), false) AS "
       "any_error, "
-      "  coalesce(bool_or(s.state = 'unknown') FILTER (WHERE s.enabled AND NOT s.gone), false) AS "
+      "  coalesce(bool_or(s.state = 'unknown') FILTER (WHERE s.enabled AND NOT s.gone AND s.plugin "
+      "= ANY ($9::text[])), false) AS "
       "any_unknown, "
       "  array_agg(DISTINCT s.plugin) AS plugins FROM services s GROUP BY s.host_id), "
       "f AS (SELECT h.*, CASE WHEN NOT h.enabled THEN 'disabled' WHEN h.maintenance THEN "
@@ -990,7 +995,8 @@ void HttpApi::PanelHosts(const HttpRequest& r, Call call) {
       "  LIMIT 1) le WHERE s.host_id = p.id AND s.state = 'error' ORDER BY le.at DESC LIMIT 1)"
       ") ORDER BY p.name) FROM page p), '[]'::json))::text",
       {OptBool(f->enabled), OptBool(f->maintenance), text(f->plugin), text(f->group), text(f->q),
-       text(f->status), std::to_string(f->paging.limit), std::to_string(f->paging.offset)},
+       text(f->status), std::to_string(f->paging.limit), std::to_string(f->paging.offset),
+       TaskPluginsArray()},
       [](const pg::Rows& rows) { return JsonOf(rows); });
 }
 
@@ -1021,13 +1027,14 @@ void HttpApi::BulkHosts(const HttpRequest& r, Call call) {
   auto b = panel::ParseBulkRequest(r.body);
   if (!b.ok()) return call.Send(b.status());
   std::string action(panel::BulkAuditAction(b->action));
-  // $1: the names (JSON array), $2: the actor, $3: until (maintenance_on), $4: group.
+  // $1: the names (JSON array), $2: the actor, $3: until (maintenance_on), $4: group, $5: the
+  // plugins that run as tasks (enable turns on those services only, as PATCH /hosts does).
   std::string head =
       "WITH req AS (SELECT n, min(i) AS i FROM jsonb_array_elements_text($1::jsonb) WITH "
       "  ORDINALITY AS r(n, i) GROUP BY n), "
       "old AS (SELECT h.* FROM hosts h WHERE h.name IN (SELECT n FROM req) FOR UPDATE), "
       // Every parameter is typed even when the action does not use it.
-      "params AS (SELECT $3::float8 AS until, $4::text AS grp), ";
+      "params AS (SELECT $3::float8 AS until, $4::text AS grp, $5::text[] AS plugins), ";
   std::string ok = "ok AS (SELECT true AS v), ";
   std::string told = "told AS (SELECT 1 WHERE false), ";
   std::string change, audit_before, audit_after;
@@ -1037,8 +1044,8 @@ void HttpApi::BulkHosts(const HttpRequest& r, Call call) {
           "h AS (UPDATE hosts SET enabled = true FROM old WHERE hosts.id = old.id RETURNING "
           "hosts.id), "
           "s AS (UPDATE services SET enabled = true FROM old WHERE services.host_id = old.id AND "
-          "NOT "
-          "  services.gone AND NOT services.enabled RETURNING services.host_id), ";
+          "  NOT services.gone AND NOT services.enabled AND services.plugin = ANY ($5::text[]) "
+          "  RETURNING services.host_id), ";
       audit_before = "jsonb_build_object('enabled', old.enabled)";
       audit_after =
           "jsonb_build_object('enabled', true, 'services_enabled', (SELECT count(*) FROM s "
@@ -1103,7 +1110,7 @@ void HttpApi::BulkHosts(const HttpRequest& r, Call call) {
   Sql(call, "panel bulk " + action, std::move(sql),
       {JsonStringArray(b->hosts), call.actor(),
        b->until ? pg::Value(FormatDouble(*b->until)) : pg::Value(),
-       b->group.empty() ? pg::Value() : pg::Value(b->group)},
+       b->group.empty() ? pg::Value() : pg::Value(b->group), TaskPluginsArray()},
       [](const pg::Rows& rows) -> Result<HttpResponse> {
         if (Cell(rows, 0).value_or("f") != "t")
           return Status::InvalidArgument("'until' is in the past");

@@ -200,6 +200,7 @@ INSERT INTO hosts (name, address, enabled, maintenance, groups) VALUES
 INSERT INTO services (host_id, plugin, port, enabled, state)
   SELECT h.id, v.plugin, v.port, v.enabled, v.state FROM hosts h JOIN (VALUES
     ('ok-1', 'linux', 22, true, 'ok'), ('ok-1', 'redis', 6379, true, 'ok'),
+    ('ok-1', 'generic:nginx', 80, true, 'unknown'),
     ('err-1', 'linux', 22, true, 'ok'), ('err-1', 'redis', 6379, true, 'error'),
     ('unk-1', 'postgresql', 5432, true, 'unknown'),
     ('dis-1', 'linux', 22, false, 'unknown'),
@@ -387,7 +388,7 @@ def test_complete(ctx):
     out = ctx.ok("GET", "/api/v1/complete?field=group&prefix=lin")
     check(out["suggestions"] == ["Linux", "Linux/Prod"], out)
     out = ctx.ok("GET", "/api/v1/complete?field=plugin&prefix=")
-    check(out["suggestions"] == ["linux", "postgresql", "redis"], out)
+    check(out["suggestions"] == ["generic:nginx", "linux", "postgresql", "redis"], out)
     out = ctx.ok("GET", "/api/v1/complete?field=host&prefix=1")
     check(out["suggestions"][:1] == ["dis-1"] or "1" in out["suggestions"][0], out)
     ctx.sql("INSERT INTO hosts (name) SELECT 'many-' || g FROM generate_series(1, 30) g")
@@ -410,7 +411,7 @@ def audit_rows(ctx, action, objects):
 def test_bulk(ctx):
     ctx.sql("INSERT INTO hosts (name, groups) SELECT 'bulk-' || g, '{Old}' FROM generate_series(1, 3) g")
     ctx.sql("INSERT INTO services (host_id, plugin, port) SELECT h.id, p, 0 FROM hosts h, "
-            "unnest(ARRAY['linux', 'redis']) p WHERE h.name LIKE 'bulk-%'")
+            "unnest(ARRAY['linux', 'redis', 'generic:nginx']) p WHERE h.name LIKE 'bulk-%'")
     hosts = ["bulk-1", "bulk-2", "bulk-3"]
     until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 7200))
     before_audit = ctx.sql("SELECT count(*) FROM audit_log")[0][0]
@@ -446,6 +447,7 @@ def test_bulk(ctx):
     check(len(audit_rows(ctx, "maintenance.clear", hosts)) == 3, "maintenance.clear rows")
 
     out = ctx.ok("POST", "/api/v1/hosts/bulk", {"hosts": hosts[:2], "action": "enable"})
+    # The generic service (no plugin runs it) stays off.
     rows = ctx.sql("SELECT h.name, h.enabled, count(*) FILTER (WHERE s.enabled) FROM hosts h JOIN "
                    "services s ON s.host_id = h.id WHERE h.name LIKE 'bulk-%' GROUP BY 1, 2 ORDER BY 1")
     check(rows == [("bulk-1", "t", "2"), ("bulk-2", "t", "2"), ("bulk-3", "f", "0")], rows)
@@ -468,7 +470,7 @@ def test_bulk(ctx):
     check(out["results"] == [{"host": "bulk-3", "ok": True}], out)
     check(ctx.sql("SELECT count(*) FROM hosts WHERE name = 'bulk-3'")[0][0] == "0", "deleted")
     audit = audit_rows(ctx, "host.delete", ["bulk-3"])
-    check(len(audit) == 1 and audit[0][2]["services"] == 2 and audit[0][3] is None, audit)
+    check(len(audit) == 1 and audit[0][2]["services"] == 3 and audit[0][3] is None, audit)
 
     for body, what in (({"hosts": hosts}, "no action"),
                        ({"hosts": hosts, "action": "reboot"}, "unknown action"),
