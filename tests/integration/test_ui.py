@@ -24,6 +24,8 @@ Zabbix itself. The checks build on each other: run them in this order.
                             host's page: the error appears there live, without a reload
   check_add_host            Add host: "Test connection" (the probe) succeeds before saving; the
                             host and its service are saved
+  check_bulk_delete         bulk delete needs "delete N" typed; Cancel keeps the hosts; then
+                            they are gone (registry, one audit row each), the others stay
   check_audit               the audit log page filtered on the user shows every action the
                             panel did, with the user's name
   check_serving             ui_dir at "/": index.html with its CSP, assets; /metrics and /api/v1
@@ -365,10 +367,23 @@ def check_add_host(ctx):
     check(rows == [("t", "redis", str(ctx.redis.port))], f"registry: {rows}")
 
 
+def check_bulk_delete(ctx):
+    hosts = ["ui-bulk-2", "ui-manual"]
+    # A cancelled delete changes nothing: the scenario checks the rows stay; the registry here.
+    ctx.node("bulk_delete", {"hosts": hosts, "q": "ui-"})
+    left = ctx.sql("SELECT name FROM hosts WHERE name IN ('ui-bulk-2', 'ui-manual')")
+    check(left == [], f"still in the registry: {left}")
+    n = ctx.sql_value(f"SELECT count(*) FROM audit_log WHERE actor = '{ADMIN}' AND action = 'host.delete' "
+                      "AND object_id IN ('ui-bulk-2', 'ui-manual')")
+    check(n == "2", f"host.delete audit rows: {n}")
+    check(ctx.sql_value("SELECT count(*) FROM hosts WHERE name IN ('ui-auth', 'ui-db01', 'ui-bulk-1')") == "3",
+          "an unselected host was deleted")
+
+
 def check_audit(ctx):
     actions = sorted({r[0] for r in ctx.sql(f"SELECT action FROM audit_log WHERE actor = '{ADMIN}'")})
     # What the scenarios did: monitor (host + services), bulk maintenance, clone, credentials, add.
-    for want in ("host.update", "maintenance.set", "service.update", "host.create"):
+    for want in ("host.update", "maintenance.set", "service.update", "host.create", "host.delete"):
         check(want in actions, f"no {want} row by {ADMIN} in audit_log: {actions}")
     check(any("clone" in a for a in actions) or
           ctx.sql_value(f"SELECT count(*) FROM audit_log WHERE actor = '{ADMIN}' AND object_id = 'ui-db02'") != "0",
@@ -441,7 +456,8 @@ def check_screenshots(ctx):
 if __name__ == "__main__":
     sys.exit(run_checks([check_login, check_monitor_discovered, check_zabbix_links,
                          check_live_status, check_bulk_maintenance, check_maintenance_page,
-                         check_clone, check_wrong_credential, check_add_host, check_audit,
+                         check_clone, check_wrong_credential, check_add_host, check_bulk_delete,
+                         check_audit,
                          check_serving, check_escaping, check_viewer, check_scale,
                          check_screenshots],
                         setup=setup, teardown=teardown))

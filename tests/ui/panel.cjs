@@ -150,6 +150,32 @@ const scenarios = {
     });
   },
 
+  // Bulk delete asks for "delete N" to be typed; Cancel changes nothing; then it deletes.
+  async bulk_delete({ hosts, q }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + `#/hosts?q=${encodeURIComponent(q)}`);
+      for (const h of hosts) await hostRow(page, h).getByRole("checkbox").check();
+      const toolbar = page.getByRole("toolbar");
+      await toolbar.getByRole("button", { name: "Delete" }).click();
+      let dlg = page.locator("dialog[open]");
+      const confirm = dlg.locator("[data-test=confirm]");
+      check(await confirm.isDisabled(), "Delete can be confirmed without typing");
+      await dlg.getByRole("textbox").fill(`delete ${hosts.length - 1}`);
+      check(await confirm.isDisabled(), "Delete confirmed with the wrong count typed");
+      await dlg.getByRole("button", { name: "Cancel" }).click();
+      await dlg.waitFor({ state: "detached" });
+      for (const h of hosts) await hostRow(page, h).waitFor();  // still there
+      await toolbar.getByRole("button", { name: "Delete" }).click();
+      dlg = page.locator("dialog[open]");
+      await dlg.getByRole("textbox").fill(`delete ${hosts.length}`);
+      await dlg.locator("[data-test=confirm]").click();
+      await page.locator(".toast.ok", { hasText: "delete" }).waitFor();
+      for (const h of hosts) await hostRow(page, h).waitFor({ state: "detached" });
+      say(`bulk delete of ${hosts.join(", ")}: refused until "delete ${hosts.length}" was typed, cancel kept them, then deleted`);
+      return {};
+    });
+  },
+
   // Maintenance page: take a host out, put it back in with an end time (host completion).
   async maintenance_page({ host }) {
     return withPanel(async (page) => {
