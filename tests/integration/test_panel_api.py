@@ -290,7 +290,15 @@ def test_events(ctx):
     t, data = ev.wait_for(lambda n, d: n == "host" and d.get("resync") and d.get("many"), 10,
                           "resync after the events connection was cut")
     say(f"events connection cut: resync hint after {(t - t0) * 1000:.0f} ms")
+    # A client that goes away: the server notices at its next writes (events, or the 15 s
+    # heartbeat comment) and drops the stream.
+    closed_before = ctx.coord.stderr().count("stream closed")
     ev.close()
+    for i in range(4):
+        ctx.sql(f"UPDATE hosts SET address = '10.9.1.{i}' WHERE name = 'ev-1'")
+        time.sleep(0.3)
+    wait_until(lambda: ctx.coord.stderr().count("stream closed") > closed_before, 5,
+               "the server to notice the client left")
     wait_until(lambda: "events stream open" in ctx.coord.stderr(), 5, "stream log line")
 
     # A session cookie: the stream opens for a signed-in user; an unknown session is told
