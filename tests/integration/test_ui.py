@@ -26,6 +26,9 @@ Zabbix itself. The checks build on each other: run them in this order.
                             host and its service are saved
   check_bulk_delete         bulk delete needs "delete N" typed; Cancel keeps the hosts; then
                             they are gone (registry, one audit row each), the others stay
+  check_settings            a credential profile made on Settings (the password stored, never
+                            shown nor answered), an operator added
+  check_collector_weight    a collector's weight edited on Collectors reaches the registry
   check_audit               the audit log page filtered on the user shows every action the
                             panel did, with the user's name
   check_serving             ui_dir at "/": index.html with its CSP, assets; /metrics and /api/v1
@@ -380,6 +383,23 @@ def check_bulk_delete(ctx):
           "an unselected host was deleted")
 
 
+def check_settings(ctx):
+    secret = "new-profile-secret-5e1"
+    ctx.node("settings", {"profile": "ui-redis-new", "secret": secret, "user": "oper1",
+                          "password": "oper1-password-77"})
+    row = ctx.sql("SELECT kind, secret->>'password', options->>'interval' FROM credential_profiles "
+                  "WHERE name = 'ui-redis-new'")
+    check(row == [("redis", secret, "10")], f"registry: {row}")
+    st, out = ctx.api("GET", "/api/v1/credential-profiles")
+    check(st == 200 and secret not in json.dumps(out), f"the secret in the API's answer: {st}")
+    check(ctx.sql_value("SELECT role FROM users WHERE name = 'oper1'") == "operator", "user oper1")
+
+
+def check_collector_weight(ctx):
+    ctx.node("collector_weight", {"collector": "c1", "weight": 2.5})
+    check(ctx.sql_value("SELECT weight FROM collectors WHERE name = 'c1'") == "2.5", "weight in the registry")
+
+
 def check_audit(ctx):
     actions = sorted({r[0] for r in ctx.sql(f"SELECT action FROM audit_log WHERE actor = '{ADMIN}'")})
     # What the scenarios did: monitor (host + services), bulk maintenance, clone, credentials, add.
@@ -457,7 +477,7 @@ if __name__ == "__main__":
     sys.exit(run_checks([check_login, check_monitor_discovered, check_zabbix_links,
                          check_live_status, check_bulk_maintenance, check_maintenance_page,
                          check_clone, check_wrong_credential, check_add_host, check_bulk_delete,
-                         check_audit,
+                         check_settings, check_collector_weight, check_audit,
                          check_serving, check_escaping, check_viewer, check_scale,
                          check_screenshots],
                         setup=setup, teardown=teardown))

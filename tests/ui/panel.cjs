@@ -150,6 +150,46 @@ const scenarios = {
     });
   },
 
+  // Settings: a credential profile made with a password (shown only as "set"), a user added.
+  async settings({ profile, secret, user, password }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + "#/settings");
+      const form = page.locator("form[aria-label='new credential profile']");
+      await form.locator("input[name=name]").fill(profile);
+      await form.locator("select[name=kind]").selectOption("redis");
+      await form.locator("input[name='secret.password']").fill(secret);
+      await form.locator("input[name=options]").fill('{"interval": 10}');
+      await form.getByRole("button", { name: "Create profile" }).click();
+      const row = page.locator(`[data-test=profiles] tr[data-profile="${profile}"]`);
+      await row.waitFor();
+      const text = await row.textContent();
+      check(text.includes("set (write-only)"), `profile row: ${text}`);
+      check(await form.locator("input[name='secret.password']").inputValue() === "", "the password stays in the form");
+      check(!(await page.content()).includes(secret), "the secret is in the page");
+      const uf = page.locator("form[aria-label='new user']");
+      await uf.locator("input[name=name]").fill(user);
+      await uf.locator("select[name=role]").selectOption("operator");
+      await uf.locator("input[name=password]").fill(password);
+      await uf.getByRole("button", { name: "Add user" }).click();
+      await page.locator(`[data-test=users] tr[data-user="${user}"]`).waitFor();
+      say(`profile ${profile} created (secret shown only as "set"), user ${user} added as operator`);
+      return {};
+    });
+  },
+
+  // Collectors: the weight edited in place.
+  async collector_weight({ collector, weight }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + "#/collectors");
+      const input = page.getByLabel(`weight of ${collector}`);
+      await input.fill(String(weight));
+      await page.locator(`tr[data-collector="${collector}"]`).getByRole("button", { name: "Set" }).click();
+      await page.locator(".toast.ok", { hasText: `weight ${weight}` }).waitFor();
+      say(`${collector}: weight set to ${weight} on the Collectors page`);
+      return {};
+    });
+  },
+
   // Bulk delete asks for "delete N" to be typed; Cancel changes nothing; then it deletes.
   async bulk_delete({ hosts, q }) {
     return withPanel(async (page) => {
