@@ -329,6 +329,15 @@ const scenarios = {
       const total = Number((await page.locator("[data-test=total]").textContent()).split(" ")[0]);
       check(total >= total_min, `total ${total}`);
       const rows_in_dom = await page.locator(".hrow[data-host]").count();
+      // Keyboard: "/" jumps to the search; a row's checkbox toggles with Space.
+      await page.locator("main h1").click();
+      await page.keyboard.press("/");
+      check(await page.evaluate(() => document.activeElement && document.activeElement.getAttribute("name")) === "q", "'/' did not focus the search");
+      await hostRow(page, "load-00002").getByRole("checkbox").focus();
+      await page.keyboard.press("Space");
+      check((await page.locator("[data-test=selected]").textContent()).startsWith("1 selected"), "Space did not select the row");
+      check(await page.evaluate(() => document.activeElement && document.activeElement.getAttribute("aria-label")) === "select load-00002", "focus lost after selecting");
+      await page.keyboard.press("Space");
       t0 = Date.now();
       await page.locator(".viewport").evaluate((el) => { el.scrollTop = el.scrollHeight; });
       await hostRow(page, last).waitFor();
