@@ -387,9 +387,9 @@ def check_settings(ctx):
     secret = "new-profile-secret-5e1"
     ctx.node("settings", {"profile": "ui-redis-new", "secret": secret, "user": "oper1",
                           "password": "oper1-password-77"})
-    row = ctx.sql("SELECT kind, secret->>'password', options->>'interval' FROM credential_profiles "
-                  "WHERE name = 'ui-redis-new'")
-    check(row == [("redis", secret, "10")], f"registry: {row}")
+    row = ctx.sql("SELECT kind, secret->>'password', options->>'interval', array_to_string(host_groups, '|'), "
+                  "is_default FROM credential_profiles WHERE name = 'ui-redis-new'")
+    check(row == [("redis", secret, "10", "ui group|db/redis", "t")], f"registry: {row}")
     st, out = ctx.api("GET", "/api/v1/credential-profiles")
     check(st == 200 and secret not in json.dumps(out), f"the secret in the API's answer: {st}")
     check(ctx.sql_value("SELECT role FROM users WHERE name = 'oper1'") == "operator", "user oper1")

@@ -159,6 +159,8 @@ const scenarios = {
       await form.locator("select[name=kind]").selectOption("redis");
       await form.locator("input[name='secret.password']").fill(secret);
       await form.locator("input[name=options]").fill('{"interval": 10}');
+      await form.locator("input[name=host_groups]").fill("ui group, db/redis");
+      await form.locator("input[name=is_default]").check();
       await form.getByRole("button", { name: "Create profile" }).click();
       const row = page.locator(`[data-test=profiles] tr[data-profile="${profile}"]`);
       await row.waitFor();

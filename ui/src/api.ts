@@ -172,6 +172,8 @@ export interface CredentialProfile {
   username: string;
   has_secret: boolean;
   options?: Record<string, unknown>;
+  host_groups?: string[];  // discovered services of hosts in these groups get this profile
+  is_default?: boolean;    // else the kind's default
 }
 export interface User {
   name: string;

@@ -43,10 +43,11 @@ export function settingsPage(root: HTMLElement): () => void {
     mount(profiles,
       list.length === 0 ? h("p", { class: "muted" }, "None yet.") :
         h("table", { class: "grid", "data-test": "profiles" },
-          h("thead", null, h("tr", null, ...["Name", "Kind", "User", "Secret", "Options", ""].map((c) => h("th", null, c)))),
+          h("thead", null, h("tr", null, ...["Name", "Kind", "User", "Secret", "Discovery uses it for", "Options", ""].map((c) => h("th", null, c)))),
           h("tbody", null, ...list.map((p) => h("tr", { "data-profile": p.name },
             h("td", null, p.name), h("td", null, p.kind), h("td", null, p.username || "—"),
             h("td", null, p.has_secret ? "set (write-only)" : "none"),
+            h("td", null, [p.is_default ? `every ${p.kind} service (default)` : "", p.host_groups?.length ? `groups: ${p.host_groups.join(", ")}` : ""].filter(Boolean).join("; ") || "—"),
             h("td", { class: "mono" }, p.options && Object.keys(p.options).length ? JSON.stringify(p.options) : ""),
             h("td", null, admin ? [editProfileButton(p), " ", deleteProfileButton(p)] : null))))),
       admin ? newProfileForm() : h("p", { class: "muted" }, "Only admins change credential profiles."));
@@ -79,12 +80,17 @@ export function settingsPage(root: HTMLElement): () => void {
     const secrets = h("div", { class: "row" }, ...secretInputs("ssh"));
     kind.addEventListener("change", () => mount(secrets, ...secretInputs(kind.value)));
     const options = h("input", { name: "options", placeholder: "{\"interval\": 10}", size: 30 });
+    const groups = h("input", { name: "host_groups", placeholder: "production, db servers", size: 24 });
+    const isDefault = h("input", { type: "checkbox", name: "is_default" });
     const save = h("button", { type: "submit", class: "primary" }, "Create profile");
     const err = h("div");
     const form = h("form", { class: "card", "aria-label": "new credential profile" },
       h("h3", null, "New profile"),
       h("div", { class: "row" }, field("Name", name), field("Kind", kind), field("User name", username), field("Options (JSON)", options)),
-      secrets, err, save);
+      secrets,
+      h("div", { class: "row" }, field("Discovery: hosts in groups (comma separated)", groups),
+        h("label", { class: "check" }, isDefault, " Default of its kind for discovered services")),
+      err, save);
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       void busy(save, async () => {
@@ -93,6 +99,9 @@ export function settingsPage(root: HTMLElement): () => void {
         if (secret) body.secret = secret;
         const o = parseOptions(options.value);
         if (o) body.options = o;
+        const g = groups.value.split(",").map((x) => x.trim()).filter(Boolean);
+        if (g.length) body.host_groups = g;
+        if (isDefault.checked) body.is_default = true;
         await api("POST", "/api/v1/credential-profiles", body);
         for (const el of form.querySelectorAll<HTMLInputElement>("[name^='secret.']")) el.value = "";
         toast(`profile ${name.value.trim()} created`, "ok");
@@ -107,10 +116,14 @@ export function settingsPage(root: HTMLElement): () => void {
     b.addEventListener("click", () => void (async () => {
       const username = h("input", { name: "username", value: p.username });
       const pw = h("input", { type: "password", name: "password", autocomplete: "new-password", placeholder: p.has_secret ? "unchanged" : "" });
+      const groups = h("input", { name: "host_groups", value: (p.host_groups ?? []).join(", ") });
+      const def = h("select", { name: "is_default" }, h("option", { value: "false" }, "no"), h("option", { value: "true" }, "yes"));
+      def.value = p.is_default ? "true" : "false";
       const v = await formDialog({ title: `Edit profile ${p.name}`, body: ["A new password replaces the whole secret; leave it empty to keep the current one."],
-        controls: [["User name", username], ["New password", pw]], confirm: "Save" });
+        controls: [["User name", username], ["New password", pw], ["Discovery: hosts in groups (comma separated)", groups], [`Default for discovered ${p.kind} services`, def]], confirm: "Save" });
       if (!v) return;
-      const body: Record<string, unknown> = { username: v.username };
+      const body: Record<string, unknown> = { username: v.username,
+        host_groups: v.host_groups.split(",").map((x) => x.trim()).filter(Boolean), is_default: v.is_default === "true" };
       if (v.password) body.secret = { password: v.password };
       await busy(b, async () => {
         await api("PATCH", `/api/v1/credential-profiles/${enc(p.name)}`, body);
