@@ -122,7 +122,8 @@ ClusterMember::ClusterMember(uv_loop_t* loop, Collector* collector, std::string 
                                     .application_name = "trapline collector " + name_}),
       heartbeat_timer_(loop),
       resync_timer_(loop),
-      lag_(loop) {}
+      lag_(loop),
+      handover_timer_(loop) {}
 
 ClusterMember::~ClusterMember() = default;
 
@@ -358,7 +359,7 @@ void ClusterMember::Apply(const pg::Rows& rows) {
     wanted[t.id] = std::move(t);
   }
   // Stop first (a task that moves must leave here before it may start elsewhere).
-  int stopped = 0, started = 0, failed = 0;
+  int stopped = 0;
   for (auto it = running_.begin(); it != running_.end();) {
     auto w = wanted.find(it->first);
     if (w != wanted.end() && w->second.generation == it->second) {
@@ -372,9 +373,74 @@ void ClusterMember::Apply(const pg::Rows& rows) {
     it = running_.erase(it);
     ++stopped;
   }
-  for (const auto& [id, task] : wanted) {
+  std::map<int64_t, AssignedTask> fresh;
+  for (auto& [id, task] : wanted) {
+    if (!running_.count(id)) fresh.emplace(id, std::move(task));
+  }
+  for (auto it = waiting_since_ms_.begin(); it != waiting_since_ms_.end();) {
+    it = fresh.count(it->first) ? std::next(it) : waiting_since_ms_.erase(it);
+  }
+  if (stopped > 0) {
+    spdlog::info("[cluster] {}: assignments: {} tasks ({} stopped)", name_, running_.size(), stopped);
+    // Report at once: the collector taking a task over waits for this.
+    Heartbeat();
+  }
+  if (!fresh.empty()) StartFresh(std::move(fresh));
+}
+
+void ClusterMember::StartFresh(std::map<int64_t, AssignedTask> fresh) {
+  std::vector<std::optional<int64_t>> ids;
+  for (const auto& [id, task] : fresh) ids.emplace_back(id);
+  uint64_t seq = ++apply_seq_;
+  pg_.Query(
+      "tasks held elsewhere",
+      "SELECT DISTINCT r ->> 0 FROM collectors o CROSS JOIN LATERAL jsonb_array_elements("
+      "  CASE WHEN jsonb_typeof(o.load -> 'running') = 'array' THEN o.load -> 'running' ELSE '[]'::jsonb END) r "
+      "WHERE o.id <> $1::bigint AND o.state = 'active' AND jsonb_typeof(r) = 'array' "
+      "  AND r ->> 0 = ANY ($2::bigint[]::text[])",
+      {std::to_string(collector_id_), pg::Int64ArrayLiteral(ids)},
+      [this, seq, fresh = std::move(fresh)](Result<pg::Rows> r) {
+        if (seq != apply_seq_) return;  // a newer read decides
+        std::set<int64_t> held;
+        if (r.ok()) {
+          for (const auto& row : r->rows) {
+            if (row.size() == 1 && row[0]) held.insert(std::atoll(row[0]->c_str()));
+          }
+        } else {
+          // Nobody can be told to stop while the registry cannot be asked: start.
+          spdlog::warn("[cluster] {}: cannot check hand-overs ({}); starting {} tasks", name_,
+                       r.status().message(), fresh.size());
+        }
+        uint64_t now = uv_now(loop_);
+        std::vector<const AssignedTask*> start;
+        bool retry = false;
+        for (const auto& [id, task] : fresh) {
+          if (held.count(id)) {
+            auto [it, first] = waiting_since_ms_.try_emplace(id, now);
+            if (now - it->second < kHandOverWaitMs) {
+              if (first) {
+                spdlog::debug("[cluster] {}: task {} waits for its old collector to stop it", name_, id);
+              }
+              retry = true;
+              continue;
+            }
+            spdlog::warn("[cluster] {}: task {}: another collector still reports it running after "
+                         "{} ms; starting it anyway", name_, id, kHandOverWaitMs);
+          }
+          waiting_since_ms_.erase(id);
+          start.push_back(&task);
+        }
+        StartTasks(start);
+        if (retry) handover_timer_.Start(kHandOverPollMs, 0, [this] { ReadAssignments(); });
+      });
+}
+
+void ClusterMember::StartTasks(const std::vector<const AssignedTask*>& tasks) {
+  int started = 0, failed = 0;
+  for (const AssignedTask* task : tasks) {
+    int64_t id = task->id;
     if (running_.count(id)) continue;
-    auto tc = TargetForTask(task, options_.secrets_dir);
+    auto tc = TargetForTask(*task, options_.secrets_dir);
     Status st = tc.ok() ? collector_->AddTarget(TaskTargetId(id), std::move(tc).value()) : tc.status();
     if (!st.ok()) {
       ++failed;
@@ -385,13 +451,12 @@ void ClusterMember::Apply(const pg::Rows& rows) {
                 [](Result<pg::Rows>) {});
       continue;
     }
-    running_[id] = task.generation;
+    running_[id] = task->generation;
     ++started;
   }
-  if (stopped + started + failed > 0) {
-    spdlog::info("[cluster] {}: assignments: {} tasks ({} started, {} stopped, {} failed)", name_,
-                 running_.size(), started, stopped, failed);
-    // Report at once, so that the coordinator sees the hand-over done.
+  if (started + failed > 0) {
+    spdlog::info("[cluster] {}: assignments: {} tasks ({} started, {} failed)", name_,
+                 running_.size(), started, failed);
     Heartbeat();
   }
 }
@@ -399,6 +464,7 @@ void ClusterMember::Apply(const pg::Rows& rows) {
 void ClusterMember::Stop(std::function<void()> done) {
   heartbeat_timer_.Stop();
   resync_timer_.Stop();
+  handover_timer_.Stop();
   if (!pg_.connected() || collector_id_ == 0) {
     pg_.Close();
     done();

@@ -10,10 +10,13 @@
 // The registry is not on the sample path: when it is unreachable the collector keeps
 // sampling and sending with the tasks it holds, and reconciles when the registry is back.
 //
-// Hand-over without duplicates: a task that leaves is stopped (its open intervals flushed)
-// as soon as the collector sees it gone; the heartbeat lists the (task, generation) pairs
-// running, so the coordinator can start a task elsewhere only once its old collector no
-// longer runs it.
+// Hand-over without duplicates, in two phases: a task that leaves is stopped (its open
+// intervals flushed) as soon as the collector sees it gone, and a heartbeat goes out at once
+// listing the (task, generation) pairs still running. A collector given a task starts it only
+// once no other active collector's last heartbeat lists it (re-reading every
+// kHandOverPollMs), so the two never sample it at the same time; a collector declared dead
+// does not count, and after kHandOverWaitMs the task starts anyway (logged: the old
+// collector is stuck but still heartbeating).
 //
 // Thread: the loop's.
 
@@ -66,6 +69,10 @@ class ClusterMember {
   void Heartbeat();
   void ReadAssignments();
   void Apply(const pg::Rows& rows);
+  // Starts the tasks in `fresh` that no other active collector reports running (see the
+  // hand-over above); the others are retried.
+  void StartFresh(std::map<int64_t, AssignedTask> fresh);
+  void StartTasks(const std::vector<const AssignedTask*>& tasks);
   std::string LoadJson();
   void ReportErrors();
   void ReportEntities(int64_t task, const std::vector<plugins::Entity>& entities);
@@ -82,6 +89,11 @@ class ClusterMember {
   bool reading_ = false;
   bool reread_ = false;
   std::map<int64_t, int64_t> running_;               // task id -> generation
+  static constexpr uint64_t kHandOverPollMs = 200;
+  static constexpr uint64_t kHandOverWaitMs = 3000;
+  std::map<int64_t, uint64_t> waiting_since_ms_;     // task id -> when it was first held elsewhere
+  Timer handover_timer_;
+  uint64_t apply_seq_ = 0;  // bumped by each Apply: older hand-over checks are dropped
   std::map<int64_t, int64_t> reported_error_clock_;  // task id -> last error clock recorded
   std::map<int64_t, bool> reported_ok_;
   // Each task's measured cost: its target's busy time (TargetBase::busy_ns) per second of
