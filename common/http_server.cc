@@ -261,6 +261,8 @@ int HttpStatusFor(StatusCode code) {
       return 404;
     case StatusCode::kRejected:
       return 403;
+    case StatusCode::kUnauthenticated:
+      return 401;
     case StatusCode::kUnavailable:
       return 503;
     case StatusCode::kTimeout:

@@ -88,8 +88,8 @@ struct HttpResponse {
   static HttpResponse Error(int status, std::string_view message);
 };
 
-// 400 kInvalidArgument, 404 kNotFound, 403 kRejected, 503 kUnavailable, 504 kTimeout,
-// 502 kProtocolError, 500 otherwise.
+// 400 kInvalidArgument, 401 kUnauthenticated, 403 kRejected, 404 kNotFound, 503 kUnavailable,
+// 504 kTimeout, 502 kProtocolError, 500 otherwise.
 int HttpStatusFor(StatusCode code);
 // A JSON string literal (quotes included) for `s`; invalid UTF-8 bytes become U+FFFD.
 std::string JsonQuote(std::string_view s);

@@ -12,6 +12,7 @@ std::string_view StatusCodeName(StatusCode code) {
     case StatusCode::kUnavailable: return "Unavailable";
     case StatusCode::kTimeout: return "Timeout";
     case StatusCode::kRejected: return "Rejected";
+    case StatusCode::kUnauthenticated: return "Unauthenticated";
     case StatusCode::kInternal: return "Internal";
   }
   return "Unknown";

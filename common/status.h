@@ -19,6 +19,7 @@ enum class StatusCode {
   kUnavailable,      // the peer cannot be reached now; retrying later may help
   kTimeout,
   kRejected,         // the peer understood and refused
+  kUnauthenticated,  // who is asking is not known (no or invalid credentials): HTTP 401
   kInternal,
 };
 
@@ -36,6 +37,9 @@ class [[nodiscard]] Status {
   static Status Unavailable(std::string msg) { return {StatusCode::kUnavailable, std::move(msg)}; }
   static Status Timeout(std::string msg) { return {StatusCode::kTimeout, std::move(msg)}; }
   static Status Rejected(std::string msg) { return {StatusCode::kRejected, std::move(msg)}; }
+  static Status Unauthenticated(std::string msg) {
+    return {StatusCode::kUnauthenticated, std::move(msg)};
+  }
   static Status Internal(std::string msg) { return {StatusCode::kInternal, std::move(msg)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }

@@ -874,8 +874,8 @@ void HttpApi::RegisterPanel() {
 }
 
 // The same check as every kRead route (Authenticate, session_api.cc: the API token, a
-// session cookie, or open_reads). A refusal known at once is the answer (403: a stream handler
-// cannot answer 401); one that needs the registry (a session cookie) comes after the stream
+// session cookie, or open_reads). A refusal known at once is the answer (401 or 403, as on
+// every route); one that needs the registry (a session cookie) comes after the stream
 // opened: a "denied" event, then the stream ends. Nothing is sent before access is granted.
 Status HttpApi::OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Stream> stream) {
   if (!*alive_ || !panel_ || panel_->down) return Status::Unavailable("stopping");
@@ -913,7 +913,7 @@ Status HttpApi::OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Str
                    std::string msg = j.is_object() && j.contains("error") && j["error"].is_string()
                                          ? j["error"].get<std::string>()
                                          : "access refused";
-                   why = Status::Rejected(msg);
+                   why = refusal.status == 401 ? Status::Unauthenticated(msg) : Status::Rejected(msg);
                  }
                  if (pending->in_call) {
                    pending->decided = true;

@@ -43,6 +43,8 @@ Status MakeStatus(StatusCode code, std::string msg) {
       return Status::Timeout(std::move(msg));
     case StatusCode::kRejected:
       return Status::Rejected(std::move(msg));
+    case StatusCode::kUnauthenticated:
+      return Status::Unauthenticated(std::move(msg));
     case StatusCode::kInternal:
       break;
   }
