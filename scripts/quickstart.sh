@@ -82,6 +82,13 @@ if [ "$build" = 1 ]; then
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     || die "cmake configure failed; fix it, or run with --no-build to start the stack anyway"
   ninja -C build || die "build failed; fix it, or run with --no-build to start the stack anyway"
+  if command -v npm >/dev/null 2>&1; then
+    step "admin panel (ui/: npm ci, vite build) into ui/dist"
+    (cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) \
+      || die "the admin panel did not build (see above); --no-build starts the stack with what is built"
+  else
+    echo "quickstart: npm not found: the admin panel is not built (scripts/deps.sh installs it)" >&2
+  fi
 fi
 
 tmp_state=""
