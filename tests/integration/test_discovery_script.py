@@ -13,6 +13,14 @@ sshd started by the harness on their own free ports.
                           invalid byte, and a PostgreSQL whose data directory has a quote, a
                           backslash, a space and UTF-8: the JSON stays valid and decodes to what
                           was given
+  test_untrusted_binary   a listening program named redis-server that writes a marker when run
+                          (owned by nobody in a temp folder; owned by nobody under /opt; owned by
+                          root in a world-writable folder under /opt), run by nobody: the script
+                          run as root never runs it (no marker), reports the port without a
+                          version and warns why
+  test_many_services      a process named memcached listening on 300 ports: the report keeps
+                          256 services (the coordinator's limit), sshd, PostgreSQL and Redis among
+                          them, and warns about the ones left out
   test_no_ss              ss not on PATH: non-zero exit, one line naming ss and iproute2
   test_bad_options        unknown option, missing values, a bad URL, a config file with an
                           unknown key: exit 2 with a one-line reason
@@ -44,6 +52,7 @@ import stat
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -258,6 +267,135 @@ def test_hostile_names(ctx):
         say(f"odd data directory came back as {got['data_directory']!r}")
     finally:
         pg.close()
+
+
+FAKE_REDIS_C = r"""
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+    FILE *f = fopen(MARKER, "a");
+    if (f) { fprintf(f, "uid=%d\n", (int)getuid()); fclose(f); }
+    puts("Redis server v=6.6.6 sha=00000000:0");
+    return 0;
+  }
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {0};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(atoi(argv[1]));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 1)) return 1;
+  puts("listening");
+  fflush(stdout);
+  pause();
+  return 0;
+}
+"""
+
+
+def test_untrusted_binary(ctx):
+    if os.geteuid() != 0:
+        say("not root: the exploit needs the script to run as root; skipped")
+        return
+    nobody = pwd.getpwnam("nobody")
+    marker = os.path.join(ctx.tmp, "fake-redis-ran")
+    src = os.path.join(ctx.tmp, "fake-redis.c")
+    with open(src, "w") as f:
+        f.write(FAKE_REDIS_C)
+    built = os.path.join(ctx.tmp, "fake-redis")
+    cp = run(["cc", "-O0", f'-DMARKER="{marker}"', "-o", built, src])
+    check(cp.returncode == 0, lambda: describe(cp))
+    os.makedirs("/opt", exist_ok=True)
+    opt = tempfile.mkdtemp(prefix="trapline-discovery-", dir="/opt")  # removed below
+    try:
+        os.chmod(opt, 0o755)
+        tmpdir = os.path.join(ctx.tmp, "untrusted")
+        os.makedirs(tmpdir, exist_ok=True)
+        os.chown(tmpdir, nobody.pw_uid, nobody.pw_gid)
+        loose = os.path.join(opt, "loose")
+        os.makedirs(loose)
+        os.chmod(loose, 0o777)
+        # (folder, owner of the binary, what the warning names)
+        cases = [(tmpdir, nobody.pw_uid, "not under /usr or /opt"),
+                 (opt, nobody.pw_uid, "is not owned by root"),
+                 (loose, 0, "writable by its group or by everyone")]
+        for folder, owner, why in cases:
+            exe = os.path.join(folder, "redis-server")
+            shutil.copy(built, exe)
+            os.chown(exe, owner, 0 if owner == 0 else nobody.pw_gid)
+            os.chmod(exe, 0o755)
+            port = free_port()
+            proc = subprocess.Popen(["setpriv", f"--reuid={nobody.pw_uid}",
+                                     f"--regid={nobody.pw_gid}", "--clear-groups", exe, str(port)],
+                                    stdout=subprocess.PIPE, text=True)
+            try:
+                check(proc.stdout.readline().strip() == "listening", f"{exe} did not listen")
+                with open(f"/proc/{proc.pid}/comm") as f:
+                    check(f.read().strip() == "redis-server", "the fake's name is not redis-server")
+                cp = discover("--dry-run")
+                check(cp.returncode == 0, lambda: describe(cp))
+                check(not os.path.exists(marker),
+                      lambda: f"the script ran {exe} (as root): {open(marker).read()!r}")
+                report = json.loads(cp.stdout)
+                fake = service(report, "redis", port)
+                check("version" not in fake, f"a version for the untrusted binary: {fake}")
+                warnings = [w for w in report.get("warnings", []) if f"port {port}" in w]
+                check(any("not run" in w and why in w for w in warnings),
+                      f"no warning naming {why!r} for port {port}: {warnings}")
+                check_test_services(ctx, report)  # the trusted Redis and PostgreSQL still have one
+                say(f"{exe} (uid {owner}) on port {port} not run; warning: {warnings}")
+            finally:
+                proc.kill()
+                proc.wait()
+    finally:
+        shutil.rmtree(opt, ignore_errors=True)
+
+
+LISTENER_PY = r"""
+import socket, sys, time
+with open("/proc/self/comm", "w") as f:
+    f.write("memcached")
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    socks.append(s)
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+
+def test_many_services(ctx):
+    proc = subprocess.Popen([sys.executable, "-c", LISTENER_PY, "300"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        check(proc.stdout.readline().strip() == "listening", "the listener did not start")
+        t0 = time.monotonic()
+        cp = discover("--dry-run")
+        took = time.monotonic() - t0
+        check(cp.returncode == 0, lambda: describe(cp))
+        report = json.loads(cp.stdout)
+        check_schema(report)
+        n = len(report["services"])
+        check(n == 256, f"{n} services reported, want 256 (the coordinator's limit)")
+        check_test_services(ctx, report)
+        kinds = [s["kind"] for s in report["services"]]
+        first_generic = kinds.index("generic")
+        check("generic" not in kinds[:first_generic] and
+              all(k == "generic" for k in kinds[first_generic:]),
+              f"generic services are not last: {kinds}")
+        dropped = [w for w in report.get("warnings", []) if "left out" in w and "256" in w]
+        check(dropped, f"no warning about the services left out: {report.get('warnings')}")
+        say(f"{n} services in {took * 1000:.0f} ms; {dropped[0]}")
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def path_without(tmp, missing):
@@ -539,7 +677,8 @@ def test_end_to_end(ctx):
         ctx.redis.start()
 
 
-CHECKS = [test_dry_run_report, test_posix_sh, test_not_root, test_hostile_names, test_no_ss,
+CHECKS = [test_dry_run_report, test_posix_sh, test_not_root, test_hostile_names,
+          test_untrusted_binary, test_many_services, test_no_ss,
           test_bad_options, test_registry_unreachable, test_registry_refuses,
           test_enrolment_token, test_config_file, test_end_to_end]
 
