@@ -14,6 +14,8 @@ Zabbix itself. The checks build on each other: run them in this order.
                             in Monitoring > Hosts, its dashboard made by zabbix-sync
   check_live_status         a change made elsewhere (the API with the bearer token) shows on the
                             Hosts page within 2 s, without a reload
+  check_reconnect           the coordinator restarted under an open page: the stream comes back
+                            by itself (no reload) and a change then shows within 2 s
   check_bulk_maintenance    three hosts selected on Hosts, "Maintenance on" with an end time:
                             the registry has them in maintenance, Zabbix has the maintenance
                             of the synced one with data collection (maintenance_type 0)
@@ -132,7 +134,8 @@ ui_dir = "{ui_dir}"
 [discovery]
 enrolment_secret_file = "{self.tmp}/enrol.secret"
 """)
-        self.coordinator = Proc([trapline_bin(), "coordinator", "--config", conf], self.tmp, "k1")
+        self.coordinator_argv = [trapline_bin(), "coordinator", "--config", conf]
+        self.coordinator = Proc(self.coordinator_argv, self.tmp, "k1")
         wait_until(lambda: self.sql_value("SELECT to_regclass('tasks') IS NOT NULL") == "t", 30,
                    "registry migrated")
         conf = os.path.join(self.tmp, "c1.toml")
@@ -311,6 +314,51 @@ def check_live_status(ctx):
     check(r["on_ms"] < 2000 and r["off_ms"] < 2000, r)
 
 
+def check_reconnect(ctx):
+    env = dict(os.environ, TRAPLINE_UI_URL=ctx.url, TRAPLINE_UI_USER=ADMIN, TRAPLINE_UI_PASSWORD=ADMIN_PW,
+               TRAPLINE_API_TOKEN=TOKEN, TRAPLINE_UI_SCREENSHOTS=SHOTS)
+    err_path = os.path.join(ctx.tmp, "reconnect.stderr")
+    with open(err_path, "w") as err_file:
+        node = subprocess.Popen(["node", os.path.join(SOURCE, "tests", "ui", "panel.cjs"), "reconnect",
+                                 json.dumps({"host": "ui-auth"})], env=env, stdout=subprocess.PIPE,
+                                stderr=err_file, text=True)
+    try:
+        lines = []
+        while True:
+            line = node.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+            if line.strip() == "READY":
+                break
+        check(lines and lines[-1] == "READY", lambda: f"the scenario did not get ready: {lines} {open(err_path).read()[-2000:]}")
+        # kill -9 (a crash, or the machine gone): SIGTERM with an event stream open does not
+        # stop the coordinator at the time of writing (it stays in its loop after "stopping").
+        ctx.coordinator.popen.kill()
+        ctx.coordinator.popen.wait(10)
+        t0 = time.monotonic()
+        ctx.coordinator = Proc(ctx.coordinator_argv, ctx.tmp, "k1")
+
+        def up():
+            try:
+                return ctx.api("GET", "/api/v1/status")[0] == 200
+            except OSError:
+                return False
+        wait_until(up, 30, "the coordinator back")
+        say(f"coordinator killed and started again: API back in {time.monotonic() - t0:.1f} s")
+        out = node.stdout.read()
+        node.wait(90)
+    except BaseException:
+        node.kill()
+        raise
+    with open(err_path) as f:
+        err = f.read()
+    for line in out.splitlines():
+        if not line.startswith("RESULT "):
+            print(line, flush=True)
+    check(node.returncode == 0, f"reconnect scenario failed ({node.returncode}):\n{out[-1000:]}\n{err.strip()[-3000:]}")
+
+
 def check_bulk_maintenance(ctx):
     hosts = ["ui-bulk-1", "ui-bulk-2", "ui-db01"]
     t0 = time.time()
@@ -475,7 +523,7 @@ def check_screenshots(ctx):
 
 if __name__ == "__main__":
     sys.exit(run_checks([check_login, check_monitor_discovered, check_zabbix_links,
-                         check_live_status, check_bulk_maintenance, check_maintenance_page,
+                         check_live_status, check_reconnect, check_bulk_maintenance, check_maintenance_page,
                          check_clone, check_wrong_credential, check_add_host, check_bulk_delete,
                          check_settings, check_collector_weight, check_audit,
                          check_serving, check_escaping, check_viewer, check_scale,

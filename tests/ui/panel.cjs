@@ -127,6 +127,34 @@ const scenarios = {
     });
   },
 
+  // The coordinator restarts under an open page: the stream drops ("reconnecting…"), comes back
+  // by itself ("live"), and changes show live again. Prints READY for test_ui.py to restart it.
+  async reconnect({ host }) {
+    return withPanel(async (page) => {
+      await page.goto(env.url + `#/hosts?q=${encodeURIComponent(host)}`);
+      const row = hostRow(page, host);
+      await row.waitFor();
+      const live = page.locator("[data-test=live]");
+      await live.filter({ hasText: /^live$/ }).waitFor();
+      await markNoReload(page);
+      process.stdout.write("READY\n");
+      await live.filter({ hasText: "reconnecting" }).waitFor({ timeout: 30000 });
+      const t0 = Date.now();
+      await live.filter({ hasText: /^live$/ }).waitFor({ timeout: 30000 });
+      const back_ms = Date.now() - t0;
+      const until = new Date(Date.now() + 3600e3).toISOString().replace(/\.\d+Z$/, "Z");
+      const t1 = Date.now();
+      await apiAsToken("PUT", `/api/v1/hosts/${encodeURIComponent(host)}/maintenance`, { until });
+      await row.locator('.badge[data-status="maintenance"]').waitFor({ timeout: 10000 });
+      const shown_ms = Date.now() - t1;
+      await apiAsToken("DELETE", `/api/v1/hosts/${encodeURIComponent(host)}/maintenance`);
+      await checkNoReload(page);
+      check(shown_ms < 2000, `a change after the reconnect took ${shown_ms} ms to show`);
+      say(`coordinator restarted: stream back ${back_ms} ms after it dropped, without reload; a change then shown in ${shown_ms} ms`);
+      return { back_ms, shown_ms };
+    });
+  },
+
   // Hosts page: select hosts, Maintenance on with an end time, confirm.
   async bulk_maintenance({ hosts, q }) {
     return withPanel(async (page) => {
