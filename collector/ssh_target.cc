@@ -40,6 +40,7 @@ constexpr uint64_t kMaxFileBytes = 4u << 20;
 // Request ids: reads use the file's index, these ranges the rest.
 constexpr uint32_t kOpenIdBase = 0x10000000;
 constexpr uint32_t kStatvfsIdBase = 0x20000000;
+constexpr uint32_t kProbeIdBase = 0x30000000;
 
 std::string LastError(LIBSSH2_SESSION* s) {
   char* msg = nullptr;
@@ -188,10 +189,17 @@ struct SshTarget::FileSlot {
   std::string path;
   std::string handle;  // the SFTP handle; empty while not open
   bool absent = false;  // could not be opened: not asked again this session
+  // Where to send an EOF probe along with the READ at offset 0 (0: none). Set when the last
+  // tick's first reply held the whole file but linuxhost::ShortReadReachesEnd() could not
+  // vouch for it (e.g. /proc/mounts): a file of the same length then needs no second round.
+  uint64_t probe_at = 0;
   // This tick.
   enum class State { kIdle, kReading, kDone, kFailed } state = State::kIdle;
   uint64_t offset = 0;
-  uint64_t reads = 0;
+  uint64_t rounds = 0;       // dependent READs of this file (1: answered in the first round)
+  uint64_t first_reply = 0;  // bytes in the reply to the READ at offset 0
+  bool probe_pending = false;  // the probe's reply has not come yet
+  bool probe_adopted = false;  // the probe asks for this file's next piece: its reply is used
   std::string content;  // keeps its capacity across ticks
   std::string error;
 };
@@ -245,6 +253,7 @@ struct SshTarget::Conn {
   };
   std::vector<FsResult> fs_results;
   std::vector<std::string> fs_paths;  // the filesystems of the latest mount table
+  std::string fs_paths_from;          // the mount table fs_paths were taken from
   // Fallback stream.
   std::string command;
   ssh::stream::Parser parser;
@@ -1156,16 +1165,29 @@ void SshTarget::Tick() {
       s.content.clear();
       s.error.clear();
       s.offset = 0;
-      s.reads = 0;
+      s.rounds = 0;
+      s.first_reply = 0;
+      s.probe_pending = false;
+      s.probe_adopted = false;
       if (s.handle.empty()) {
         s.state = FileSlot::State::kIdle;
         continue;
       }
       s.state = FileSlot::State::kReading;
-      s.reads = 1;
+      s.rounds = 1;
       sftp::AppendRead(&c->out, static_cast<uint32_t>(i), s.handle, 0, kReadLength);
       ++c->outstanding;
       ++c->requests;
+      if (s.probe_at > 0) {
+        // sftp-server answers a handle's requests in order: this READ runs after the one at
+        // offset 0, and at that offset when the file kept its length, which for a seq_file
+        // costs no re-generation (seq_lseek() to the current position).
+        sftp::AppendRead(&c->out, kProbeIdBase + static_cast<uint32_t>(i), s.handle, s.probe_at,
+                         kReadLength);
+        s.probe_pending = true;
+        ++c->outstanding;
+        ++c->requests;
+      }
     }
     // Filesystems of the previous mount table, in the same round.
     c->fs_asked.clear();
@@ -1270,6 +1292,7 @@ Status SshTarget::ReadChannel(bool* again, bool* finished) {
       if (!perr.ok()) return perr;
       if (appended) return Status::OK();  // flush them; the caller comes back
     }
+    TRAPLINE_RETURN_IF_ERROR(TopUpWindow());
     char* buf = c->framer.Reserve(kReadChunk);
     ssize_t n = libssh2_channel_read(c->channel, buf, kReadChunk);
     if (n == LIBSSH2_ERROR_EAGAIN) {
@@ -1301,14 +1324,47 @@ Status SshTarget::ReadChannel(bool* again, bool* finished) {
   }
 }
 
+// libssh2_channel_read() itself tops the receive window up by just its buffer size whenever
+// the window is smaller than that: with kReadChunk reads and about 11 KiB a tick, a
+// WINDOW_ADJUST packet (and a send, and a wake-up of sshd) would go out on most ticks. Topped
+// up here to the whole window once half of it is used: one packet every dozen ticks or so.
+Status SshTarget::TopUpWindow() {
+  Conn* c = conn_.get();
+  // While a write is half done libssh2 takes no other packet; the next call comes back here.
+  if (c->out_pos < c->out.size()) return Status::OK();
+  unsigned long window = libssh2_channel_window_read_ex(c->channel, nullptr, nullptr);
+  if (window >= kChannelWindow / 2) return Status::OK();
+  unsigned int now = 0;
+  int rc = libssh2_channel_receive_window_adjust2(c->channel, kChannelWindow - window, 0, &now);
+  if (rc != 0 && rc != LIBSSH2_ERROR_EAGAIN) return SessionLost(c, rc);
+  return Status::OK();  // on EAGAIN libssh2 keeps the packet and sends it on its next call
+}
+
 Status SshTarget::HandleSftpPacket(const sftp::Packet& p, bool* finished) {
   Conn* c = conn_.get();
   if (!c->in_tick || c->outstanding == 0) {
     return Status::ProtocolError("sftp: unexpected packet type " + std::to_string(p.type) +
                                  " between ticks");
   }
-  if (p.id >= kStatvfsIdBase) {
-    size_t i = p.id - kStatvfsIdBase;
+  uint32_t id = p.id;
+  if (id >= kProbeIdBase) {
+    size_t i = id - kProbeIdBase;
+    if (i >= c->slots.size() || !c->slots[i].probe_pending) {
+      return Status::ProtocolError("sftp: reply to an unknown request " + std::to_string(p.id));
+    }
+    FileSlot& s = c->slots[i];
+    s.probe_pending = false;
+    if (!s.probe_adopted || s.state != FileSlot::State::kReading) {
+      // The file's length changed (or it is done): the reply answers nothing we need.
+      --c->outstanding;
+      if (c->outstanding == 0) return AfterReadRound(finished);
+      return Status::OK();
+    }
+    s.probe_adopted = false;
+    id = static_cast<uint32_t>(i);  // the reply to the file's READ in flight
+  }
+  if (id >= kStatvfsIdBase) {
+    size_t i = id - kStatvfsIdBase;
     if (i >= c->fs_results.size()) {
       return Status::ProtocolError("sftp: reply to an unknown request " + std::to_string(p.id));
     }
@@ -1334,10 +1390,10 @@ Status SshTarget::HandleSftpPacket(const sftp::Packet& p, bool* finished) {
     }
     --c->outstanding;
   } else {
-    if (p.id >= c->slots.size() || c->slots[p.id].state != FileSlot::State::kReading) {
+    if (id >= c->slots.size() || c->slots[id].state != FileSlot::State::kReading) {
       return Status::ProtocolError("sftp: reply to an unknown request " + std::to_string(p.id));
     }
-    FileSlot& s = c->slots[p.id];
+    FileSlot& s = c->slots[id];
     std::string_view data;
     sftp::StatusReply status;
     if (p.type == sftp::kData && sftp::ParseData(p.payload, &data)) {
@@ -1346,12 +1402,24 @@ Status SshTarget::HandleSftpPacket(const sftp::Packet& p, bool* finished) {
         s.error = "larger than " + std::to_string(kMaxFileBytes) + " bytes; not parsed";
         --c->outstanding;
       } else {
+        if (s.offset == 0) s.first_reply = data.size();
         s.content.append(data);
         s.offset += data.size();
-        // The next piece; a short read is not the end (seq_files answer a page at a time).
-        sftp::AppendRead(&c->out, p.id, s.handle, s.offset, kReadLength);
-        ++s.reads;
-        ++c->requests;
+        if (data.size() < kReadLength && !s.content.empty() && s.content.back() == '\n' &&
+            linuxhost::ShortReadReachesEnd(s.path, data.size())) {
+          // One read(2) that came back short, of a file the plugin knows ends there.
+          s.state = FileSlot::State::kDone;
+          --c->outstanding;
+        } else if (s.probe_pending && s.probe_at == s.offset) {
+          s.probe_adopted = true;  // already asked: its reply is the next piece, or EOF
+          --c->outstanding;
+        } else {
+          // The next piece; a short read need not be the end (seq_files answer a page at a
+          // time).
+          sftp::AppendRead(&c->out, id, s.handle, s.offset, kReadLength);
+          ++s.rounds;
+          ++c->requests;
+        }
       }
     } else if (p.type == sftp::kStatus && sftp::ParseStatus(p.payload, &status)) {
       if (status.code == sftp::kEof) {
@@ -1379,9 +1447,12 @@ Status SshTarget::AfterReadRound(bool* finished) {
     for (const FileSlot& s : c->slots) {
       if (s.path != linuxhost::kMountsFile) continue;
       if (s.state != FileSlot::State::kDone) break;
-      std::vector<linuxhost::Mount> mounts = linuxhost::FilesystemsToStat(s.content, filters_);
-      c->fs_paths.clear();
-      for (linuxhost::Mount& m : mounts) c->fs_paths.push_back(std::move(m.mountpoint));
+      if (s.content != c->fs_paths_from) {  // mount tables rarely change: select only then
+        c->fs_paths_from = s.content;
+        std::vector<linuxhost::Mount> mounts = linuxhost::FilesystemsToStat(s.content, filters_);
+        c->fs_paths.clear();
+        for (linuxhost::Mount& m : mounts) c->fs_paths.push_back(std::move(m.mountpoint));
+      }
       for (const std::string& mp : c->fs_paths) {
         if (std::find(c->fs_asked.begin(), c->fs_asked.end(), mp) != c->fs_asked.end()) continue;
         sftp::AppendStatvfs(&c->out, kStatvfsIdBase + static_cast<uint32_t>(c->fs_asked.size()),
@@ -1414,7 +1485,13 @@ void SshTarget::DeliverSftpTick() {
       files_.erase(s.path);
       if (s.state == FileSlot::State::kFailed) warnings.push_back(s.path + ": " + s.error);
     }
-    round_trips = std::max(round_trips, s.reads);
+    round_trips = std::max(round_trips, s.rounds);
+    // A file that came whole in its first reply but needed a READ to see EOF: next tick, that
+    // READ goes along with the first.
+    const bool probe = s.state == FileSlot::State::kDone && s.first_reply > 0 &&
+                       s.first_reply == s.offset &&
+                       !linuxhost::ShortReadReachesEnd(s.path, s.first_reply);
+    s.probe_at = probe ? s.offset : 0;
   }
   if (c->second_wave) ++round_trips;
   // Filesystems: this tick's table, in its order; results for mountpoints no longer listed

@@ -16,12 +16,17 @@
 //   `sh -c` script that streams the files on request (see ssh::stream) -> ready.
 //
 // A tick (SFTP): one READ at offset 0 for every open file and one statvfs@openssh.com for every
-// filesystem of the previous tick's mount table, all sent at once; each DATA reply is followed
-// by the next READ of that file at the next offset until the server answers EOF (/proc files
-// report size 0 and seq_files return at most a page per read). When this tick's /proc/mounts
-// lists filesystems that were not asked (first tick, new mounts), they are asked in a second
-// round. Results for filesystems no longer listed are dropped. Then linuxhost::Parse() and
-// Deliver(). Typically 2 round trips per tick, whatever the number of files.
+// filesystem of the previous tick's mount table, all sent at once. /proc files report size 0
+// and seq_files return at most a page per read, so a DATA reply is the whole file only when
+// linuxhost::ShortReadReachesEnd() says so (files the kernel makes in one piece, short reads of
+// line-record files); otherwise the next READ of that file follows at the next offset until
+// the server answers EOF. A file that needed that READ only to see EOF (/proc/mounts) gets it
+// in the first round of the next tick, at the offset where it ended (sftp-server answers a
+// handle's requests in order; a file whose length changed just ignores that reply). When this
+// tick's /proc/mounts lists filesystems that were not asked (first tick, new mounts), they are
+// asked in a second round. Results for filesystems no longer listed are dropped. Then
+// linuxhost::Parse() and Deliver(). Typically 1 round trip and one request per file per tick
+// (2 on the first tick).
 //
 // A tick (fallback): one request line on the script's stdin, the framed reply parsed, Parse(),
 // Deliver(). Filesystem space is asked every kStreamStatfsEvery ticks only (it is the one
@@ -149,6 +154,7 @@ class SshTarget : public TargetBase {
   bool PumpReady();
   Status Flush(bool* again);
   Status ReadChannel(bool* again, bool* finished);
+  Status TopUpWindow();
   Status HandleSftpPacket(const ssh::sftp::Packet& p, bool* finished);
   Status HandleStreamBytes(std::string_view bytes, bool* finished);
   Status AfterReadRound(bool* finished);

@@ -531,6 +531,29 @@ std::vector<std::string> TickFiles() {
           "/proc/pressure/io",    "/proc/uptime",       std::string(kMountsFile)};
 }
 
+bool ShortReadReachesEnd(std::string_view path, uint64_t got) {
+  // The smallest page size of any Linux architecture: the least a seq_file buffer holds.
+  constexpr uint64_t kMinPage = 4096;
+  struct Kind {
+    std::string_view path;
+    uint64_t longest_record;  // 0: produced in one piece
+  };
+  // Longest records, with room to spare: a diskstats line is a name and 20 numbers, a net/dev
+  // line a name and 16 numbers (each at most 20 digits), a vmstat line a name of at most about
+  // 32 characters and one number (54 bytes).
+  static constexpr Kind kKinds[] = {
+      {"/proc/stat", 0},           {"/proc/meminfo", 0},      {"/proc/loadavg", 0},
+      {"/proc/net/snmp", 0},       {"/proc/net/sockstat", 0}, {"/proc/net/sockstat6", 0},
+      {"/proc/sys/fs/file-nr", 0}, {"/proc/pressure/cpu", 0}, {"/proc/pressure/memory", 0},
+      {"/proc/pressure/io", 0},    {"/proc/uptime", 0},       {"/proc/diskstats", 512},
+      {"/proc/net/dev", 512},      {"/proc/vmstat", 80},
+  };
+  for (const Kind& k : kKinds) {
+    if (k.path == path) return k.longest_record == 0 || got + k.longest_record <= kMinPage;
+  }
+  return false;
+}
+
 namespace {
 
 // A line of /proc/mounts, still escaped.

@@ -100,6 +100,20 @@ bool InterfaceWanted(std::string_view name, const Filters& filters);
 // /proc/net/sockstat6 with IPv6 disabled).
 std::vector<std::string> TickFiles();
 
+// Whether a read(2) of `path` (a file of TickFiles()) that asked for more than `got` bytes and
+// got `got` bytes, ending in '\n', certainly reached the end of the file, so that a reader need
+// not read once more to see EOF (/proc files report size 0). From how the kernel produces them:
+// - in one piece (single_open(), proc_sys: /proc/stat, meminfo, loadavg, net/snmp, sockstat*,
+//   sys/fs/file-nr, pressure/*, uptime): the buffer grows to the whole text, so any short read
+//   is all of it;
+// - one record per line (seq_file: /proc/diskstats, net/dev, vmstat): a read stops at the end
+//   or when the next record does not fit in the kernel's buffer (a page, at least 4096 bytes),
+//   so a read that left more room than the longest such record stopped at the end;
+// - anything else, e.g. /proc/mounts (a line can be several KiB): false.
+// The caller checks that the read was short and that the reply is that one read(2) (OpenSSH's
+// sftp-server answers a READ with one read(2) of the asked length).
+bool ShortReadReachesEnd(std::string_view path, uint64_t got);
+
 // Path of the mount table in TickFiles(). Read through sftp-server, /proc/mounts is the mount
 // namespace of the SSH login, which on a host (not in a container) is the host's.
 inline constexpr std::string_view kMountsFile = "/proc/mounts";

@@ -12,7 +12,7 @@
 // Usage: ssh_target_driver URI --identity KEY --known-hosts FILE [--tofu] [--passphrase P]
 //          [--agent] [--seconds N] [--period S] [--timeout S] [--reconnect-base S] [--keepalive S]
 //          [--option k=v]... [--extra-file PATH]... [--keep-retrying] [--quiet]
-//          [--sessions N] [--log-level L]
+//          [--sessions N [--hold]] [--log-level L]
 //        ssh_target_driver --list-files      prints {"files": [linuxhost::TickFiles()...]}
 //
 // Exit status: 0 when data arrived (and, without --keep-retrying, nothing failed); 1 with the
@@ -21,7 +21,9 @@
 //
 // --sessions N: memory per session. One session is started and sampled first (one-time costs
 // such as libssh2 and OpenSSL initialisation), then N more; when all of them have delivered
-// 3 ticks, the growth of VmRSS and of the malloc heap in use is divided by N.
+// 3 ticks, the growth of VmRSS and of the malloc heap in use is divided by N. With --hold the
+// memory line is printed then and the sessions go on sampling until --seconds have passed
+// (bench/ssh_target_load.py measures CPU per target-second that way).
 
 #include <malloc.h>
 
@@ -74,7 +76,7 @@ int main(int argc, char** argv) {
   tc.plugin = "linux";
   tc.host = "driver";
   double seconds = 5;
-  bool keep_retrying = false, quiet = false;
+  bool keep_retrying = false, quiet = false, hold = false;
   int sessions = 0;
   std::string log_level = "warn";
   std::vector<std::string> extra_files;
@@ -111,6 +113,8 @@ int main(int argc, char** argv) {
       extra_files.emplace_back(v);
     } else if (a == "--keep-retrying") {
       keep_retrying = true;
+    } else if (a == "--hold") {
+      hold = true;
     } else if (a == "--quiet") {
       quiet = true;
     } else if (a == "--sessions" && (v = next())) {
@@ -222,7 +226,11 @@ int main(int argc, char** argv) {
                 {"heap_per_session_kb",
                  (static_cast<double>(heap) - static_cast<double>(heap_base)) / 1024.0 / sessions}};
       measured = true;
-      loop.Stop();
+      if (hold) {
+        Print({{"memory", memory}});
+      } else {
+        loop.Stop();
+      }
     });
   }
   deadline.Start(static_cast<uint64_t>(seconds * 1000), 0, [&] { loop.Stop(); });
@@ -252,7 +260,7 @@ int main(int argc, char** argv) {
     if (!measured) {
       std::fprintf(stderr, "ssh_target_driver: not every session delivered 3 ticks in time\n");
       exit_code = 1;
-    } else {
+    } else if (!hold) {
       Print({{"memory", memory}});
     }
   }

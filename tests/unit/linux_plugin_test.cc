@@ -196,6 +196,32 @@ TEST_CASE("linux: tick files") {
   CHECK(std::count(files.begin(), files.end(), "/proc/pressure/io") == 1);
 }
 
+TEST_CASE("linux: which short reads reach the end of a file") {
+  // Made in one piece: any short read is all of it, however long.
+  for (std::string_view f : {"/proc/stat", "/proc/meminfo", "/proc/loadavg", "/proc/net/snmp",
+                             "/proc/net/sockstat", "/proc/net/sockstat6", "/proc/sys/fs/file-nr",
+                             "/proc/pressure/cpu", "/proc/pressure/memory", "/proc/pressure/io",
+                             "/proc/uptime"}) {
+    CHECK(ShortReadReachesEnd(f, 100));
+    CHECK(ShortReadReachesEnd(f, 20000));
+  }
+  // One record per line: only with room for the longest record left in a 4096-byte page.
+  CHECK(ShortReadReachesEnd("/proc/vmstat", 3984));  // this machine's, whole
+  CHECK(ShortReadReachesEnd("/proc/vmstat", 4016));
+  CHECK_FALSE(ShortReadReachesEnd("/proc/vmstat", 4017));
+  CHECK(ShortReadReachesEnd("/proc/diskstats", 611));
+  CHECK_FALSE(ShortReadReachesEnd("/proc/diskstats", 3700));
+  CHECK(ShortReadReachesEnd("/proc/net/dev", 3584));
+  CHECK_FALSE(ShortReadReachesEnd("/proc/net/dev", 3585));
+  // A mount line can be several KiB; unknown files are never vouched for.
+  CHECK_FALSE(ShortReadReachesEnd(kMountsFile, 100));
+  CHECK_FALSE(ShortReadReachesEnd("/proc/self/status", 100));
+  // Every tick file but the mount table has a rule.
+  for (const std::string& f : TickFiles()) {
+    CHECK(ShortReadReachesEnd(f, 1) == (f != kMountsFile));
+  }
+}
+
 TEST_CASE("linux: a full captured tick") {
   ParseResult r = ParseTick(kT0);
   INFO(Warnings(r));
