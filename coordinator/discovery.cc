@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <utility>
@@ -299,6 +300,44 @@ Result<std::vector<std::string>> ParseCloneBody(std::string_view body) {
   return out;
 }
 
+bool UriHasSecret(std::string_view uri) {
+  size_t scheme = uri.find("://");
+  std::string_view rest = scheme == std::string_view::npos ? uri : uri.substr(scheme + 3);
+  // The userinfo ends at the last '@': a password may hold '/', '?', '#' or '@' unencoded.
+  // So an '@' in the path or query after "host:port" is taken for a password too (refused):
+  // such an '@' is written %40.
+  if (size_t at = rest.rfind('@');
+      at != std::string_view::npos && rest.substr(0, at).find(':') != std::string_view::npos) {
+    return true;
+  }
+  size_t q = rest.find('?');
+  if (q == std::string_view::npos) return false;
+  std::string_view query = rest.substr(q + 1);
+  if (size_t hash = query.find('#'); hash != std::string_view::npos) query = query.substr(0, hash);
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view param = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    std::string_view raw = param.substr(0, param.find('='));
+    // The key as a server reads it: percent-decoded, case-folded ("PassWord", "pass%77ord").
+    std::string key;
+    for (size_t i = 0; i < raw.size(); ++i) {
+      unsigned char c = static_cast<unsigned char>(raw[i]);
+      unsigned char decoded = 0;
+      size_t n = 0;
+      if (c == '%' && i + 2 < raw.size() &&
+          sodium_hex2bin(&decoded, 1, raw.data() + i + 1, 2, nullptr, &n, nullptr) == 0 && n == 1) {
+        c = decoded;
+        i += 2;
+      }
+      key += static_cast<char>(std::tolower(c));
+    }
+    while (!key.empty() && key.back() == ' ') key.pop_back();
+    if (key == "password" || key == "passfile" || key == "sslpassword") return true;
+  }
+  return false;
+}
+
 Result<NewService> ParseNewService(std::string_view body) {
   TRAPLINE_ASSIGN_OR_RETURN(
       json j, api::ParseObject(body, {"plugin", "port", "uri", "credential_profile", "enabled"}));
@@ -317,6 +356,12 @@ Result<NewService> ParseNewService(std::string_view body) {
   }
   TRAPLINE_ASSIGN_OR_RETURN(s.uri, Text(j, "uri", "", kMaxPathBytes));
   if (s.uri.find(' ') != std::string::npos) return Bad("uri", "has a space");
+  if (UriHasSecret(s.uri)) {
+    return Bad("uri",
+               "carries a password (user:password@ or a password=, passfile= or sslpassword= "
+               "parameter): credentials belong in a credential profile "
+               "(POST /api/v1/credential-profiles, then \"credential_profile\": name)");
+  }
   if (auto cp = j.find("credential_profile"); cp != j.end() && !cp->is_null()) {
     if (!cp->is_string()) return Bad("credential_profile", "must be a profile name or null");
     s.credential_profile = cp->get<std::string>();
@@ -342,15 +387,6 @@ std::string BearerToken(std::string_view a) {
   while (!a.empty() && a.front() == ' ') a.remove_prefix(1);
   while (!a.empty() && a.back() == ' ') a.remove_suffix(1);
   return std::string(a);
-}
-
-std::string PeerAddress(std::string_view peer) {
-  if (!peer.empty() && peer.front() == '[') {
-    size_t end = peer.find(']');
-    return std::string(peer.substr(1, end == std::string_view::npos ? peer.size() - 1 : end - 1));
-  }
-  size_t colon = peer.rfind(':');
-  return std::string(colon == std::string_view::npos ? peer : peer.substr(0, colon));
 }
 
 // ---- rate limiter -----------------------------------------------------------------------------
@@ -408,7 +444,7 @@ std::string NewHostToken() {
   return Hex(bytes.data(), bytes.size());
 }
 
-std::string TokenHash(std::string_view token) {
+std::string HostTokenHash(std::string_view token) {
   std::array<unsigned char, crypto_hash_sha256_BYTES> h{};
   crypto_hash_sha256(h.data(), reinterpret_cast<const unsigned char*>(token.data()), token.size());
   return Hex(h.data(), h.size());

@@ -98,13 +98,19 @@ struct NewService {
   std::optional<std::string> credential_profile;  // a profile name
   bool enabled = false;
 };
+// Refused (400) when the URI carries a secret (UriHasSecret): answers and the audit log show
+// URIs, and credentials belong in a credential profile.
 Result<NewService> ParseNewService(std::string_view body);
 
-// The token of an "Authorization: Bearer <token>" header, or "" (no header, another scheme).
-std::string BearerToken(std::string_view authorization);
+// Whether a connection URI carries a secret: a password in its userinfo ("user:pw@host", the
+// userinfo taken up to the last '@', so a password with '/' or '@' counts) or a password=,
+// passfile= or sslpassword= query parameter (the key percent-decoded, any case).
+bool UriHasSecret(std::string_view uri);
 
-// The address part of a peer ("10.0.0.5:41234" -> "10.0.0.5", "[::1]:80" -> "::1").
-std::string PeerAddress(std::string_view peer);
+// The token of an "Authorization: Bearer <token>" header, or "" (no header, another scheme).
+// CheckBearer (http_api.h) compares a header with one known token; a report's token is not
+// known in advance (it is looked up by its hash), so this one hands the token out.
+std::string BearerToken(std::string_view authorization);
 
 // [discovery] in the coordinator's config.
 struct DiscoveryOptions {
@@ -137,8 +143,9 @@ class RateLimiter {
 };
 
 // Per-host tokens: 32 random bytes as 64 lower-case hex digits; the registry stores only
-// their SHA-256 (hex), so a leaked database does not hand out report rights.
+// their SHA-256 (hex, host_tokens.token_hash), so a leaked database does not hand out report
+// rights. Not auth::TokenHash (BLAKE2b, for sessions): the two hashes are not interchangeable.
 std::string NewHostToken();
-std::string TokenHash(std::string_view token);
+std::string HostTokenHash(std::string_view token);
 
 }  // namespace trapline::coordinator

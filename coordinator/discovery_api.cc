@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "coordinator/auth.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/discovery.h"
 #include "coordinator/http_api.h"
@@ -63,9 +64,15 @@ HttpResponse TooMany(double wait_s, const std::string& what) {
 double NowSeconds(uv_loop_t* loop) { return static_cast<double>(uv_now(loop)) / 1000.0; }
 
 // The report's statement. $1 host, $2 facts, $3 services, $4 gone threshold, $5 address when
-// the host has none, $6 token hash (the new one when enrolling), $7 enrolling, $8 task plugins.
+// the host has none, $6 token hash (the new one when enrolling), $7 enrolling, $8 task plugins,
+// $9 the assignment channel (kAssignChannel).
 // Columns: ok, the token's host, the host has a token, then counts: reported, new, gone,
-// back, auto-enabled.
+// back, auto-enabled, collectors told (a task's credential profile changed: generation + 1).
+// A service's credential profile is the report's choice only when the row is new or when
+// auto-enrolment enables it (no operator decision in the audit log, as for `enabled`); an
+// operator's choice, including "no profile", is never overridden. A change is audited and
+// restarts the service's task. `told` is a plain SELECT: PostgreSQL evaluates it only when the
+// final SELECT reads it (data-modifying CTEs always run), hence the last column.
 constexpr const char* kReportSql = R"sql(
 WITH tok AS (SELECT h.name FROM host_tokens t JOIN hosts h ON h.id = t.host_id
              WHERE t.token_hash = $6),
@@ -99,11 +106,22 @@ up AS (INSERT INTO services AS s (host_id, plugin, port, details, discovered, mi
        FROM h, rep r
        ON CONFLICT (host_id, plugin, port) DO UPDATE SET details = EXCLUDED.details,
          discovered = true, missed_reports = 0, gone = false, last_seen = now(),
-         credential_profile_id = coalesce(s.credential_profile_id, EXCLUDED.credential_profile_id),
+         credential_profile_id = CASE WHEN NOT s.enabled AND EXCLUDED.enabled AND NOT EXISTS (
+             SELECT 1 FROM audit_log a WHERE a.object_type = 'service'
+               AND a.object_id = s.id::text AND a.actor <> 'discovery')
+           THEN coalesce(EXCLUDED.credential_profile_id, s.credential_profile_id)
+           ELSE s.credential_profile_id END,
          enabled = s.enabled OR (EXCLUDED.enabled AND NOT EXISTS (
            SELECT 1 FROM audit_log a WHERE a.object_type = 'service' AND a.object_id = s.id::text
              AND a.actor <> 'discovery'))
        RETURNING s.id, s.plugin, s.port, s.enabled, s.credential_profile_id, (s.xmax = 0) AS inserted),
+prof AS (SELECT u.id FROM up u JOIN olds o ON o.id = u.id
+         WHERE u.credential_profile_id IS DISTINCT FROM o.credential_profile_id),
+tb AS (UPDATE tasks SET generation = tasks.generation + 1 FROM prof
+       WHERE tasks.service_id = prof.id AND tasks.collector_id IS NOT NULL
+       RETURNING tasks.collector_id),
+told AS (SELECT pg_notify($9, c.name) FROM collectors c
+         WHERE c.id IN (SELECT collector_id FROM tb)),
 miss AS (UPDATE services s SET missed_reports = least(s.missed_reports + 1, 1000000),
            gone = s.gone OR s.missed_reports + 1 >= $4::int
          FROM olds o
@@ -120,15 +138,19 @@ ah AS (INSERT INTO audit_log (actor, action, object_type, object_id, before, aft
 asv AS (INSERT INTO audit_log (actor, action, object_type, object_id, before, after)
         SELECT 'discovery',
                CASE WHEN u.inserted THEN 'service.discovered' WHEN o.gone THEN 'service.back'
-                    ELSE 'service.enable' END,
+                    WHEN u.enabled AND NOT o.enabled THEN 'service.enable'
+                    ELSE 'service.credential_profile' END,
                'service', u.id::text,
                CASE WHEN u.inserted THEN NULL
-                    ELSE jsonb_build_object('gone', o.gone, 'enabled', o.enabled) END,
+                    ELSE jsonb_build_object('gone', o.gone, 'enabled', o.enabled,
+                      'credential_profile', (SELECT name FROM credential_profiles
+                                             WHERE id = o.credential_profile_id)) END,
                jsonb_build_object('cause', 'discovery report', 'host', $1::text, 'plugin', u.plugin,
                  'port', u.port, 'enabled', u.enabled, 'gone', false, 'credential_profile',
                  (SELECT name FROM credential_profiles WHERE id = u.credential_profile_id))
         FROM up u LEFT JOIN olds o ON o.id = u.id
-        WHERE u.inserted OR o.gone OR (u.enabled AND NOT o.enabled)),
+        WHERE u.inserted OR o.gone OR (u.enabled AND NOT o.enabled)
+           OR u.credential_profile_id IS DISTINCT FROM o.credential_profile_id),
 ag AS (INSERT INTO audit_log (actor, action, object_type, object_id, before, after)
        SELECT 'discovery', 'service.gone', 'service', m.id::text,
               jsonb_build_object('gone', false),
@@ -140,7 +162,8 @@ SELECT (SELECT v FROM ok), (SELECT name FROM tok), (SELECT v FROM has),
        (SELECT count(*) FROM miss WHERE gone AND NOT was_gone),
        (SELECT count(*) FROM up u JOIN olds o ON o.id = u.id WHERE o.gone),
        (SELECT count(*) FROM up u LEFT JOIN olds o ON o.id = u.id
-        WHERE u.enabled AND NOT coalesce(o.enabled, false))
+        WHERE u.enabled AND NOT coalesce(o.enabled, false)),
+       (SELECT count(*) FROM told)
 )sql";
 
 }  // namespace
@@ -159,7 +182,7 @@ void HttpApi::RegisterDiscovery() {
 void HttpApi::Discovery(const HttpRequest& r, Call call) {
   if (!r.rest.empty()) return call.Send(Status::NotFound("no such resource: " + r.path));
   const DiscoveryOptions& d = options_.discovery;
-  std::string peer = PeerAddress(r.peer);
+  std::string peer = auth::SourceAddress(r.peer);
   if (double wait = discovery_by_peer_->Take(peer, NowSeconds(loop_)); wait > 0) {
     spdlog::debug("[discovery] {}: rate limited", peer);
     return call.Send(TooMany(wait, "from " + peer));
@@ -182,9 +205,9 @@ void HttpApi::Discovery(const HttpRequest& r, Call call) {
   std::string hash;
   if (enrol) {
     new_token = NewHostToken();
-    hash = TokenHash(new_token);
+    hash = HostTokenHash(new_token);
   } else {
-    hash = TokenHash(token);
+    hash = HostTokenHash(token);
   }
   std::string key = enrol ? "enrol:" + report->host : hash;
   if (double wait = discovery_by_token_->Take(key, NowSeconds(loop_)); wait > 0) {
@@ -197,7 +220,7 @@ void HttpApi::Discovery(const HttpRequest& r, Call call) {
   registry_->Query(
       "discovery report", kReportSql,
       {host, FactsJson(*report), ServicesJson(*report), std::to_string(d.gone_after_reports),
-       PreferredAddress(*report), hash, Bool(enrol), TaskPluginsArray()},
+       PreferredAddress(*report), hash, Bool(enrol), TaskPluginsArray(), kAssignChannel},
       [call, alive = alive_, host, peer, enrol, new_token, reported,
        folded](Result<pg::Rows> rows) {
         if (!*alive) return;
@@ -290,7 +313,9 @@ void HttpApi::CloneHost(const std::string& host, const HttpRequest& r, Call call
   // Groups and the enabled state onto each named host (created when missing, with its name
   // as address: an operator edits it); each of the source's task services (plugin, port,
   // credential profile, enabled) onto it. URIs are not copied: they name the source host.
-  // A credential profile that changes under a running task restarts it (generation + 1).
+  // A credential profile that changes under a running task restarts it (generation + 1) and
+  // tells its collector; the last column reads `told` so that PostgreSQL evaluates it (an
+  // unreferenced plain-SELECT CTE never runs).
   Sql(call, "api clone host",
       "WITH src AS (SELECT * FROM hosts WHERE name = $1), "
       "names AS (SELECT n FROM jsonb_array_elements_text($2::jsonb) AS n), "
@@ -328,7 +353,8 @@ void HttpApi::CloneHost(const std::string& host, const HttpRequest& r, Call call
           "SELECT (SELECT count(*) FROM src), json_build_object('from', $1::text, 'hosts', "
           "  coalesce((SELECT json_agg(json_build_object('name', t.name, 'created', NOT EXISTS "
           "  (SELECT 1 FROM oldt WHERE oldt.id = t.id), 'services', (SELECT count(*) FROM sv WHERE "
-          "  sv.host_id = t.id)) ORDER BY t.name) FROM t), '[]'::json))::text",
+          "  sv.host_id = t.id)) ORDER BY t.name) FROM t), '[]'::json))::text, "
+          "  (SELECT count(*) FROM told)",
       {host, JsonStringArray(*to), call.actor(), TaskPluginsArray()},
       [host](const pg::Rows& rows) -> Result<HttpResponse> {
         if (Cell(rows, 0).value_or("0") == "0") return Status::NotFound("no host '" + host + "'");

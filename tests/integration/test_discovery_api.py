@@ -17,9 +17,15 @@ PostgreSQL registry and a real `trapline coordinator` ([discovery] gone_after_re
                             of its host group, else its kind's default, and gets a task; a host
                             enabled alone (no "services": "all") gets its services enabled at
                             its next report; an operator's disable sticks
+  test_profile_choice       a report sets a service's credential profile only when it inserts
+                            the row or auto-enrolment enables it (audited, before and after); an
+                            operator's choice, "no profile" included, survives later reports
   test_by_hand              POST /hosts/{name}/services (201, 409, unknown plugin, unknown
-                            profile, wrong scheme), POST /hosts/{name}/clone (groups, enabled,
-                            services, audit), a 100 KB body on another route: 413
+                            profile, wrong scheme, a password in the URI's userinfo or query:
+                            400, nothing stored or audited), POST /hosts/{name}/clone (groups,
+                            enabled, services, audit; a changed profile bumps the task's
+                            generation and NOTIFYs trapline_assign with its collector's name),
+                            a 100 KB body on another route: 413
   test_token_reset          DELETE /api/v1/discovery/tokens/{host}: the old token 401, the host
                             enrols again
   test_rate_limit           a second coordinator (a standby: it serves the API too) with
@@ -408,6 +414,40 @@ def test_auto_enrolment(ctx):
           "a report re-enabled a service the operator disabled")
 
 
+def test_profile_choice(ctx):
+    # app02 enrols while disabled: its ssh service is stored without a profile (none exists).
+    ssh = [{"kind": "ssh", "port": 2223}]
+    status, out, _ = ctx.post(report("app02", services=ssh), token=ENROL)
+    check(status == 201, f"app02: {status} {out}")
+    tok = out["token"]
+    svc = "SELECT s.enabled, cp.name FROM services s LEFT JOIN credential_profiles cp ON " \
+          "cp.id = s.credential_profile_id WHERE s.port = 2223"
+    check(ctx.sql(svc) == [("f", None)], f"app02's ssh at enrolment: {ctx.sql(svc)}")
+    ctx.sql("INSERT INTO credential_profiles (name, kind, username, is_default) VALUES "
+            "('ssh-default', 'ssh', 'monitor', true), ('ssh-other', 'ssh', 'other', false)")
+    # Enabled by auto-enrolment at its next report: the profile of the rule, audited.
+    ctx.ok("PATCH", "/api/v1/hosts/app02", {"enabled": True})
+    ctx.post(report("app02", services=ssh), token=tok)
+    check(ctx.sql(svc) == [("t", "ssh-default")], f"auto-enrolled: {ctx.sql(svc)}")
+    audit = ctx.sql("SELECT action, before->>'credential_profile', after->>'credential_profile' "
+                    "FROM audit_log WHERE actor = 'discovery' AND object_type = 'service' AND "
+                    "object_id = (SELECT id::text FROM services WHERE port = 2223) ORDER BY id")
+    check(audit[-1] == ("service.enable", None, "ssh-default"), f"audit {audit}")
+    sid = ctx.sql("SELECT id FROM services WHERE port = 2223")[0][0]
+    n_audit = ctx.sql("SELECT count(*) FROM audit_log")
+    # The operator's "no profile" and then another profile: each survives a report.
+    for choice, want in ((None, None), ("ssh-other", "ssh-other")):
+        ctx.ok("PATCH", f"/api/v1/services/{sid}", {"credential_profile": choice})
+        n_audit = ctx.sql("SELECT count(*) FROM audit_log")
+        status, out, _ = ctx.post(report("app02", services=ssh), token=tok)
+        check(status == 200, f"{status} {out}")
+        check(ctx.sql(svc) == [("t", want)],
+              f"a report overrode the operator's profile {choice!r}: {ctx.sql(svc)}")
+        check(ctx.sql("SELECT count(*) FROM audit_log") == n_audit,
+              "a report without a change wrote audit rows")
+        say(f"operator's profile {choice!r} kept across a report")
+
+
 def test_by_hand(ctx):
     out = ctx.ok("POST", "/api/v1/hosts/db01/services",
                  {"plugin": "redis", "port": 6390, "credential_profile": "redis-default",
@@ -417,10 +457,20 @@ def test_by_hand(ctx):
     for body, want in (({"plugin": "redis", "port": 6390}, 409), ({"plugin": "mysql"}, 400),
                        ({"plugin": "redis", "credential_profile": "nope"}, 400),
                        ({"plugin": "redis", "uri": "ssh://db01"}, 400),
-                       ({"plugin": "redis", "port": 70000}, 400)):
+                       ({"plugin": "redis", "port": 70000}, 400),
+                       ({"plugin": "postgresql", "uri": "postgresql://u:pa/ss@db01/postgres"}, 400),
+                       ({"plugin": "postgresql",
+                         "uri": "postgresql://db01/postgres?sslmode=require&password=s3cr3t"}, 400),
+                       ({"plugin": "redis", "uri": "redis://:s3cr3t@db01:6379/0"}, 400)):
         status, o, _ = ctx.call("POST", "/api/v1/hosts/db01/services", body)
         check(status == want and "error" in o, f"{body}: {status} {o}")
         say(f"add service {body} -> {status} {o['error']}")
+        if "s3cr3t" in body.get("uri", "") or "pa/ss" in body.get("uri", ""):
+            check("credential profile" in o["error"], f"{body}: reason {o['error']!r}")
+    check(ctx.sql("SELECT count(*) FROM audit_log WHERE after::text LIKE '%s3cr3t%' OR "
+                  "after::text LIKE '%pa/ss%'") == [("0",)], "a password reached the audit log")
+    check(ctx.sql("SELECT count(*) FROM services WHERE uri LIKE '%s3cr3t%' OR uri LIKE '%pa/ss%'")
+          == [("0",)], "a URI with a password was stored")
     status, o, _ = ctx.call("POST", "/api/v1/hosts/nohost/services", {"plugin": "redis"})
     check(status == 404, f"unknown host: {status} {o}")
     check(ctx.sql("SELECT count(*) FROM audit_log WHERE action = 'service.create' AND actor = 'api'")
@@ -442,6 +492,7 @@ def test_by_hand(ctx):
         check(got == src, f"{name}: {got} != {src}")
     check(ctx.sql("SELECT count(*) FROM audit_log WHERE action = 'host.clone' AND "
                   "after->>'from' = 'db01'") == [("2",)], "host.clone audit rows")
+    check_clone_notifies(ctx)
     for body in ({"to": ["db01"]}, {"to": []}, {"to": ["a;b"]}):
         status, o, _ = ctx.call("POST", "/api/v1/hosts/db01/clone", body)
         check(status == 400, f"clone {body}: {status} {o}")
@@ -453,6 +504,38 @@ def test_by_hand(ctx):
     check(status == 413, f"100 KB on /api/v1/hosts: {status} {o}")
     status, o, _ = ctx.call("POST", "/api/v1/hosts/db01/clone", {"to": ["web-4"]}, token=None)
     check(status == 401, f"clone without a token: {status}")
+
+
+def check_clone_notifies(ctx):
+    """A profile changed on the source: cloning again restarts the copy's task (generation + 1)
+    and tells its collector (NOTIFY trapline_assign, payload: the collector's name)."""
+    from test_coordinator import Notifications
+    # A collector that stays alive for the test (its heartbeat an hour ahead): the leader gives
+    # it the unassigned tasks.
+    ctx.sql("INSERT INTO collectors (name, state, last_heartbeat) VALUES "
+            "('fake-co', 'active', now() + interval '1 hour')")
+    task = ("SELECT t.generation, c.name FROM tasks t JOIN services s ON s.id = t.service_id "
+            "JOIN hosts h ON h.id = s.host_id LEFT JOIN collectors c ON c.id = t.collector_id "
+            "WHERE h.name = 'web-2' AND s.plugin = 'redis' AND s.port = 6390")
+    wait_until(lambda: [r[1] for r in ctx.sql(task)] == ["fake-co"], 10,
+               "web-2's redis task assigned to fake-co")
+    sid = ctx.sql("SELECT s.id FROM services s JOIN hosts h ON h.id = s.host_id WHERE "
+                  "h.name = 'db01' AND s.plugin = 'redis' AND s.port = 6390")[0][0]
+    ctx.ok("PATCH", f"/api/v1/services/{sid}", {"credential_profile": "redis-db"})
+    notes = Notifications(ctx.pg, ctx.tmp)
+    try:
+        time.sleep(1.5)  # whatever the PATCH and the leader sent has arrived
+        gen0 = int(ctx.sql(task)[0][0])
+        before = notes.payloads().count("fake-co")
+        ctx.ok("POST", "/api/v1/hosts/db01/clone", {"to": ["web-2"]})
+        check(ctx.sql(task)[0][0] == str(gen0 + 1),
+              f"web-2's task generation {ctx.sql(task)} after the clone, want {gen0 + 1}")
+        wait_until(lambda: notes.payloads().count("fake-co") > before, 5,
+                   "NOTIFY trapline_assign 'fake-co' from the clone")
+        say(f"clone: generation {gen0} -> {gen0 + 1}, fake-co notified")
+    finally:
+        notes.close()
+    ctx.sql("DELETE FROM collectors WHERE name = 'fake-co'")
 
 
 def test_token_reset(ctx):
@@ -526,6 +609,7 @@ def _status(port):
 
 
 if __name__ == "__main__":
-    sys.exit(run_checks([test_enrolment, test_hostile, test_gone, test_auto_enrolment, test_by_hand,
-                         test_token_reset, test_rate_limit, test_config],
+    sys.exit(run_checks([test_enrolment, test_hostile, test_gone, test_auto_enrolment,
+                         test_profile_choice, test_by_hand, test_token_reset, test_rate_limit,
+                         test_config],
                         setup=setup, teardown=teardown, limit_s=120))
