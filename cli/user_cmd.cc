@@ -177,8 +177,14 @@ std::string Actor() {
   return std::string("cli:") + login;
 }
 
+// A copy of api::kAudit (coordinator/http_api_internal.h), which is coordinator-internal.
 constexpr const char* kAudit =
     "INSERT INTO audit_log (actor, action, object_type, object_id, before, after) ";
+
+// The advisory lock that serialises changes which may end the last admin, taken before any
+// row lock (the same number as in coordinator/session_api.cc, see there): without it, two
+// such changes at once can deadlock on each other's rows.
+constexpr const char* kAdminsLock = "(SELECT true FROM (SELECT pg_advisory_xact_lock(7265376101)) l)";
 
 // Whether a change leaves an enabled admin other than user $1 (the change makes $1 not one).
 constexpr const char* kOtherAdmin =
@@ -186,7 +192,7 @@ constexpr const char* kOtherAdmin =
     "AND x.name <> $1 FOR UPDATE) x)";
 
 Status Add(Registry& db, const UserFlags& f) {
-  TRAPLINE_RETURN_IF_ERROR(auth::ValidateUserName(f.name));
+  TRAPLINE_RETURN_IF_ERROR(auth::ValidateNewUserName(f.name));
   TRAPLINE_ASSIGN_OR_RETURN(auth::Role role, auth::ParseRole(f.role));
   TRAPLINE_ASSIGN_OR_RETURN(std::string pw, ReadPassword(f));
   TRAPLINE_ASSIGN_OR_RETURN(std::string hash, auth::HashPassword(pw));
@@ -246,9 +252,10 @@ Status Disable(Registry& db, const UserFlags& f) {
   TRAPLINE_RETURN_IF_ERROR(auth::ValidateUserName(f.name));
   TRAPLINE_ASSIGN_OR_RETURN(
       pg::Rows rows,
-      db.Query(std::string("WITH old AS (SELECT * FROM users WHERE name = $1 FOR UPDATE), "
-                           "ok AS (SELECT NOT EXISTS (SELECT 1 FROM old WHERE role = 'admin' AND NOT "
-                           "disabled) OR ") +
+      db.Query(std::string("WITH old AS (SELECT * FROM users WHERE name = $1 AND ") + kAdminsLock +
+                   " FOR UPDATE), "
+                   "ok AS (SELECT NOT EXISTS (SELECT 1 FROM old WHERE role = 'admin' AND NOT "
+                   "disabled) OR " +
                    kOtherAdmin +
                    " AS v), u AS (UPDATE users SET disabled = true, updated_at = now() FROM old, ok "
                    "WHERE users.id = old.id AND ok.v RETURNING users.name), a AS (" +

@@ -80,6 +80,17 @@ Status ValidateUserName(std::string_view name) {
   return Status::OK();
 }
 
+Status ValidateNewUserName(std::string_view name) {
+  // The audit log's actor column names users and these alike.
+  if (name == "api" || name == "discovery" || name.rfind("cli:", 0) == 0 ||
+      name.rfind("coordinator:", 0) == 0) {
+    return Status::InvalidArgument("user name '" + std::string(name.substr(0, kMaxUserNameBytes)) +
+                                   "' is reserved (the audit log's actors \"api\", \"discovery\", "
+                                   "\"cli:...\" and \"coordinator:...\"); choose another");
+  }
+  return ValidateUserName(name);
+}
+
 Status CheckPasswordPolicy(std::string_view password) {
   if (password.size() < kMinPasswordBytes) {
     return Status::InvalidArgument("password must be at least 10 characters");
@@ -147,18 +158,6 @@ std::string TokenHash(std::string_view token) {
   char hex[crypto_generichash_BYTES * 2 + 1];
   sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
   return std::string(hex);
-}
-
-bool TokenEquals(std::string_view expected, std::string_view given) {
-  if (expected.empty() || given.empty()) return false;
-  // Every byte of `expected` is looked at whatever `given` is; no early exit.
-  unsigned diff = expected.size() == given.size() ? 0 : 1;
-  for (size_t i = 0; i < expected.size(); ++i) {
-    unsigned char x = static_cast<unsigned char>(expected[i]);
-    unsigned char y = i < given.size() ? static_cast<unsigned char>(given[i]) : 0;
-    diff |= static_cast<unsigned>(x ^ y);
-  }
-  return diff == 0;
 }
 
 bool LooksLikeToken(std::string_view token) {
@@ -262,7 +261,7 @@ Result<NewUser> ParseNewUser(std::string_view body) {
   TRAPLINE_ASSIGN_OR_RETURN(api::json j, api::ParseObject(body, {"name", "role", "password"}));
   NewUser u;
   TRAPLINE_ASSIGN_OR_RETURN(u.name, GetString(j, "name"));
-  TRAPLINE_RETURN_IF_ERROR(ValidateUserName(u.name));
+  TRAPLINE_RETURN_IF_ERROR(ValidateNewUserName(u.name));
   if (!j.contains("role")) return Status::InvalidArgument("'role' is required");
   TRAPLINE_ASSIGN_OR_RETURN(u.role, GetRole(j));
   TRAPLINE_ASSIGN_OR_RETURN(u.password, GetString(j, "password"));
@@ -336,26 +335,51 @@ void LoginLimiter::Fail(const std::string& key, double now) {
   }
   if (++e.failures >= options_.max_failures) {
     double block = options_.block_s * std::pow(2.0, std::min(e.blocks, 30));
+    e.block_start = now;
     e.blocked_until = now + std::min(block, options_.max_block_s);
     ++e.blocks;
     e.failures = 0;
   }
 }
 
+namespace {
+std::string SourceKey(std::string_view source) { return "a:" + std::string(source); }
+std::string UserKey(std::string_view user) { return "u:" + std::string(user); }
+// '\n' cannot be in a user name (ValidateUserName) nor in an address.
+std::string PairKey(std::string_view source, std::string_view user) {
+  return "p:" + std::string(source) + "\n" + std::string(user);
+}
+}  // namespace
+
 double LoginLimiter::RetryAfter(std::string_view source, std::string_view user, double now) {
-  return std::max(Wait("a:" + std::string(source), now), Wait("u:" + std::string(user), now));
+  double wait = Wait(SourceKey(source), now);
+  double user_wait = Wait(UserKey(user), now);
+  if (user_wait > 0) {
+    // The user name's block stops only sources that failed for it themselves: within the
+    // window, or since the block began. Anyone else (the user at their own desk) goes on.
+    const Entry* u = Find(UserKey(user));
+    const Entry* pair = Find(PairKey(source, user));
+    if (pair != nullptr && pair->last_failure >= 0 &&
+        (now - pair->last_failure <= options_.window_s || pair->last_failure >= u->block_start)) {
+      wait = std::max(wait, user_wait);
+    }
+  }
+  return wait;
 }
 
 void LoginLimiter::Failure(std::string_view source, std::string_view user, double now) {
-  Fail("a:" + std::string(source), now);
-  Fail("u:" + std::string(user), now);
+  Fail(SourceKey(source), now);
+  Fail(UserKey(user), now);
+  Touch(PairKey(source, user)).last_failure = now;
 }
 
-void LoginLimiter::Success(std::string_view user) {
-  auto it = index_.find("u:" + std::string(user));
-  if (it == index_.end()) return;
-  lru_.erase(it->second);
-  index_.erase(it);
+void LoginLimiter::Success(std::string_view source, std::string_view user) {
+  for (const std::string& key : {UserKey(user), PairKey(source, user)}) {
+    auto it = index_.find(key);
+    if (it == index_.end()) continue;
+    lru_.erase(it->second);
+    index_.erase(it);
+  }
 }
 
 }  // namespace trapline::coordinator::auth

@@ -9,8 +9,9 @@
 //  - Session tokens: 32 random bytes (base64url) in the cookie; the registry keeps only their
 //    BLAKE2b-256 hash, so a copy of the sessions table does not sign anyone in.
 //  - CSRF tokens: 32 random bytes per session, given to the client at login, compared in
-//    constant time with the X-CSRF-Token header of each state change.
-//  - Login rate limiting: LoginLimiter, per source address and per user name.
+//    constant time (ConstantTimeEquals, http_api.h) with the X-CSRF-Token header of each
+//    state change.
+//  - Login rate limiting: LoginLimiter, per source address and per user name (see there).
 //  - Thread: everything here may be called from any thread, except LoginLimiter (one owner).
 //    Init() first (sodium_init; idempotent and thread-safe).
 
@@ -47,6 +48,11 @@ inline constexpr size_t kMaxUserNameBytes = 64;
 
 // User names: 1..64 bytes of letters, digits, '.', '_', '-', '@'.
 Status ValidateUserName(std::string_view name);
+// For a user being created: as ValidateUserName, and not a name the audit log uses for
+// others as actor ("api", the API token's holder; "discovery"; "cli:<login>";
+// "coordinator:<name>"), so that an audit row's actor is never ambiguous. Existing users are
+// looked up with ValidateUserName (a name made before this rule can still be deleted).
+Status ValidateNewUserName(std::string_view name);
 // 10..1024 bytes, no NUL byte. The error never repeats the password.
 Status CheckPasswordPolicy(std::string_view password);
 
@@ -74,8 +80,6 @@ const std::string& DummyHash();
 std::string RandomToken();
 // What the registry stores for a session token: BLAKE2b-256 of it, 64 hex digits.
 std::string TokenHash(std::string_view token);
-// Constant time in the length of `expected`; an empty `expected` or `given` never matches.
-bool TokenEquals(std::string_view expected, std::string_view given);
 // A session token as the cookie carries it: 43 base64url characters (anything else is not
 // looked up).
 bool LooksLikeToken(std::string_view token);
@@ -124,10 +128,15 @@ std::string CleanUserAgent(std::string_view ua);
 
 // ---- login rate limiting --------------------------------------------------------------------
 
-// Counts failed logins per key (the source address and the user name are two keys). A key
-// with max_failures failures within window_s is blocked for block_s, doubled for each block
-// in a row (up to max_block_s). Memory is bounded: at most max_entries keys, the least
-// recently touched dropped first. Times are seconds on any monotonic clock.
+// Counts failed logins per source address and per user name. A key with max_failures
+// failures within window_s is blocked for block_s, doubled for each block in a row (up to
+// max_block_s). A blocked source may not try anyone. A blocked user name stops only the
+// sources that themselves failed for it (within window_s, or since the block began): a wrong
+// password from anywhere cannot lock the user out of a clean address, and a distributed guess
+// still costs each source its own attempts (each gets one per block of the user name, and
+// at most max_failures per window in all). Memory is bounded: at most max_entries keys
+// (sources, user names, source-user pairs), the least recently touched dropped first. Times
+// are seconds on any monotonic clock.
 class LoginLimiter {
  public:
   struct Options {
@@ -143,9 +152,9 @@ class LoginLimiter {
   // Seconds to wait before this source may try this user again; 0: go ahead.
   double RetryAfter(std::string_view source, std::string_view user, double now);
   void Failure(std::string_view source, std::string_view user, double now);
-  // Forgets the user's failures (not the source's: one right password from an address that
-  // guesses many users does not clear it).
-  void Success(std::string_view user);
+  // Forgets the user's failures and this source's for the user (not the source's own: one
+  // right password from an address that guesses many users does not clear it).
+  void Success(std::string_view source, std::string_view user);
   size_t size() const { return index_.size(); }
 
  private:
@@ -155,6 +164,8 @@ class LoginLimiter {
     double window_start = 0;
     double blocked_until = 0;
     int blocks = 0;  // blocks in a row (the back-off's exponent)
+    double block_start = 0;    // when the last block began
+    double last_failure = -1;  // source-user pairs: the last failure, -1 none
   };
   Entry* Find(const std::string& key);
   Entry& Touch(const std::string& key);

@@ -65,6 +65,14 @@ HttpResponse TooManyAttempts(double wait_s) {
   return res;
 }
 
+// The concurrency cap above, not a rate limit: nothing failed, the client just retries.
+HttpResponse LoginsBusy() {
+  HttpResponse res =
+      HttpResponse::Error(503, "busy: too many sign-ins in progress, retry in a second");
+  res.headers.emplace_back("retry-after", "1");
+  return res;
+}
+
 HttpResponse Unauthenticated(std::string_view why) {
   HttpResponse res = HttpResponse::Error(401, why);
   res.headers.emplace_back("www-authenticate", "Bearer realm=\"trapline\"");
@@ -175,7 +183,7 @@ void HttpApi::Authenticate(std::shared_ptr<const HttpRequest> r, Access access, 
                                                std::string(auth::RoleName(need))));
     }
     if (ChangesState(r->method)) {
-      if (!auth::TokenEquals(p.csrf_token, r->Header("x-csrf-token"))) {
+      if (p.csrf_token.empty() || !ConstantTimeEquals(p.csrf_token, r->Header("x-csrf-token"))) {
         spdlog::warn("[auth] {} {} {}: user {}: missing or wrong CSRF token", r->peer, r->method,
                      r->path, p.name);
         return done(std::nullopt, HttpResponse::Error(403, "missing or wrong CSRF token"));
@@ -232,7 +240,9 @@ void HttpApi::Login(const HttpRequest& r, Call call) {
   for (const auto& [_, n] : logins_running_) total += n;
   if (total >= kMaxLoginsRunning || logins_running_[source] >= kMaxLoginsRunningPerSource) {
     if (logins_running_[source] == 0) logins_running_.erase(source);
-    return call.Send(TooManyAttempts(1));
+    spdlog::warn("[auth] login for {} from {}: busy ({} password checks running)", login->user,
+                 source, total);
+    return call.Send(LoginsBusy());
   }
   ++logins_running_[source];
   auto finished = [this, source, alive = alive_] {
@@ -283,7 +293,7 @@ void HttpApi::Login(const HttpRequest& r, Call call) {
               bool ok = checked->ok && !disabled;
               if (!ok) {
                 std::string reason = !found ? "unknown user" : !checked->ok ? "wrong password"
-                                                                           : "user disabled";
+                                                                           : "disabled";
                 login_limiter_.Failure(source, req->user, static_cast<double>(uv_now(loop_)) / 1000.0);
                 spdlog::warn("[auth] login for {} from {} refused: {}", req->user, source, reason);
                 // Audited before answering, so that the row exists when the client hears back.
@@ -293,15 +303,14 @@ void HttpApi::Login(const HttpRequest& r, Call call) {
                         "VALUES ($1, 'session.login_failed', 'user', $1, NULL, "
                         "jsonb_build_object('source', $2::text, 'reason', $3::text, 'user_agent', $4::text))",
                     {req->user, source, reason, user_agent},
-                    [call, disabled, checked_ok = checked->ok](Result<pg::Rows>) {
-                      if (disabled && checked_ok) {
-                        return call.Send(HttpResponse::Error(403, "this user is disabled; ask an admin"));
-                      }
+                    // A disabled user's right password gets the same answer as a wrong one:
+                    // the answer does not tell a guesser that the password was right.
+                    [call](Result<pg::Rows>) {
                       call.Send(HttpResponse::Error(401, "wrong user name or password"));
                     });
                 return;
               }
-              login_limiter_.Success(req->user);
+              login_limiter_.Success(source, req->user);
               if (checked->rehash) {
                 // Its own statement: a new hash ends the user's other sessions (trigger), and
                 // must not end the one made below.
@@ -449,14 +458,28 @@ void HttpApi::PostUser(const HttpRequest& r, Call call) {
 }
 
 namespace {
+// Changes to users that may end the last admin take one transaction-level advisory lock
+// (the same number in cli/user_cmd.cc) before any row lock: two admins demoting each other at
+// once are serialised as a whole, where row locks alone (each locks its own row, then waits
+// for the other's) end in a deadlock (40P01). A one-time filter, evaluated before the scan
+// under it locks a row.
+constexpr const char* kAdminsLock = "(SELECT true FROM (SELECT pg_advisory_xact_lock(7265376101)) l)";
+// `old`: the user $1, locked.
+std::string OldUser() {
+  return std::string("WITH old AS (SELECT * FROM users WHERE name = $1 AND ") + kAdminsLock +
+         " FOR UPDATE), ";
+}
 // Whether the change leaves at least one enabled admin: true unless `old` is the last enabled
 // admin and the change (the expression that follows) makes it something else. The other admins
-// are locked (FOR UPDATE): two admins demoting each other at once are serialised, and the
-// second sees the first's change, so one of them stays.
-constexpr const char* kKeepsAnAdmin =
-    "ok AS (SELECT NOT EXISTS (SELECT 1 FROM old WHERE old.role = 'admin' AND NOT old.disabled) "
-    "  OR EXISTS (SELECT 1 FROM (SELECT x.id FROM users x WHERE x.role = 'admin' AND NOT "
-    "  x.disabled FOR UPDATE) x, old WHERE x.id <> old.id) OR ";
+// are locked (FOR UPDATE, after the advisory lock), so the second of two changes sees the
+// first's, and one admin stays.
+std::string KeepsAnAdmin() {
+  return std::string(
+             "ok AS (SELECT NOT EXISTS (SELECT 1 FROM old WHERE old.role = 'admin' AND NOT "
+             "  old.disabled) OR EXISTS (SELECT 1 FROM (SELECT x.id FROM users x WHERE x.role = "
+             "  'admin' AND NOT x.disabled AND ") +
+         kAdminsLock + " FOR UPDATE) x, old WHERE x.id <> old.id) OR ";
+}
 }  // namespace
 
 void HttpApi::PatchUser(const std::string& name, const HttpRequest& r, Call call) {
@@ -465,7 +488,7 @@ void HttpApi::PatchUser(const std::string& name, const HttpRequest& r, Call call
   auto patch = std::make_shared<auth::UserPatch>(std::move(p).value());
   auto apply = [this, call, name, patch](pg::Value hash) {
     Sql(call, "api update user",
-        "WITH old AS (SELECT * FROM users WHERE name = $1 FOR UPDATE), " + std::string(kKeepsAnAdmin) +
+        OldUser() + KeepsAnAdmin() +
             "(coalesce($2, 'admin') = 'admin' AND NOT coalesce($4::boolean, false)) AS v), "
             "u AS (UPDATE users SET role = coalesce($2, users.role), password_hash = "
             "  coalesce($3, users.password_hash), disabled = coalesce($4::boolean, users.disabled), "
@@ -503,7 +526,7 @@ void HttpApi::PatchUser(const std::string& name, const HttpRequest& r, Call call
 
 void HttpApi::DeleteUser(const std::string& name, Call call) {
   Sql(call, "api delete user",
-      "WITH old AS (SELECT * FROM users WHERE name = $1 FOR UPDATE), " + std::string(kKeepsAnAdmin) +
+      OldUser() + KeepsAnAdmin() +
           "false AS v), "
           "d AS (DELETE FROM users USING old, ok WHERE users.id = old.id AND ok.v RETURNING "
           "  users.id), "

@@ -18,14 +18,17 @@ one real `trapline coordinator` and a real PostgreSQL registry on 127.0.0.1.
   test_users_api       admin: create, list (no hash), change role, password (sessions end),
                        last admin cannot be demoted/disabled/deleted (409), delete
   test_logout          DELETE /api/v1/session: cookie cleared, the old cookie 401, row gone
-  test_disabled_user   disabled by the API or by `trapline user disable`: its sessions stop
+  test_disabled_user   disabled by the API or by `trapline user disable`: its sessions stop;
+                       its right password gets the wrong one's 401
   test_audit_actors    every change above is in the audit log under the user's name; no
                        password or token anywhere in audit_log or the coordinator's log
   test_secure_cookie   a coordinator with [http] secure_cookies = true sets Secure
   test_rate_limit      5 wrong passwords, then 429 with Retry-After (even with the right one)
+                       from that address; from another the right password still signs in
 """
 
 import hashlib
+import http.client
 import json
 import os
 import signal
@@ -209,6 +212,7 @@ def test_user_cli(ctx):
             (["add", "x'; DROP TABLE users; --", "--role", "viewer"], "another-password-1",
              "user name"),
             (["add", "nobody", "--role", "root"], "another-password-1", "root"),
+            (["add", "api", "--role", "viewer"], "another-password-1", "reserved"),
             (["passwd", "ghost"], "another-password-1", "no user"),
             (["disable", "admin1"], None, "last enabled admin")):
         extra = [] if "--role" in args and "root" in args else ["--registry", ctx.registry]
@@ -304,8 +308,7 @@ def test_roles(ctx):
               f"viewer {method} {path}: {status} {out}")
         say(f"viewer {method} {path} -> 403 {out['error']}")
     check(ctx.snapshot() == before, "a viewer's refused request changed something")
-    status, out, _ = ctx.call("POST", "/api/v1/hosts", {"name": "op-host", "address": "10.1.1.1"},
-                              session=o)
+    status, out, _ = ctx.call("POST", "/api/v1/hosts", {"name": "op-host"}, session=o)
     check(status == 201, f"operator POST host: {status} {out}")
     status, out, _ = ctx.call("GET", "/api/v1/users", session=o)
     check(status == 403 and "admin" in out["error"], f"operator GET users: {status} {out}")
@@ -472,6 +475,11 @@ def test_users_api(ctx):
     status, out, _ = ctx.call("POST", "/api/v1/users", {"name": "admin2", "role": "viewer",
                                                         "password": PASSWORDS["admin2"]}, session=a)
     check(status == 409, f"POST existing user: {status} {out}")
+    # The audit log's other actors are not user names.
+    for name in ("api", "discovery"):
+        status, out, _ = ctx.call("POST", "/api/v1/users", {"name": name, "role": "admin",
+                                                            "password": "0123456789ab"}, session=a)
+        check(status == 400 and "reserved" in out["error"], f"POST user {name}: {status} {out}")
     # The last enabled admin stays.
     for method, body in (("PATCH", {"role": "operator"}), ("PATCH", {"disabled": True}),
                          ("DELETE", None)):
@@ -550,9 +558,14 @@ def test_disabled_user(ctx):
     status, out, _ = ctx.call("GET", "/api/v1/hosts", session=v)
     check(status == 401, f"disabled user's session: {status} {out}")
     say(f"the disabled user's session refused {time.monotonic() - t0:.3f}s after the change")
-    status, out, _ = ctx.call("POST", "/api/v1/session", {"user": "view1",
-                                                          "password": PASSWORDS["view1"]})
-    check(status == 403 and "disabled" in out["error"], f"login disabled user: {status} {out}")
+    # A disabled user's right password gets the wrong password's answer (it does not tell a
+    # guesser that the password was right); the reason is in the audit log.
+    wrong, _ = ctx.login("view1", "not-the-password", want=401)
+    right, _ = ctx.login("view1", PASSWORDS["view1"], want=401)
+    check(right == wrong, f"login disabled user: {right} vs wrong password {wrong}")
+    check(("disabled",) in ctx.sql("SELECT after->>'reason' FROM audit_log WHERE action = "
+                                   "'session.login_failed' AND actor = 'view1'"),
+          "audit reason 'disabled'")
     # By the CLI, for a session that exists.
     o = ctx.login("op1")
     cp = user_cli(ctx, "disable", "op1", "--registry", ctx.registry)
@@ -604,6 +617,20 @@ def test_secure_cookie(ctx):
         co2.wait(10)
 
 
+def login_from(ctx, source, user, password):
+    """POST /api/v1/session from the loopback address `source` (the coordinator listens on
+    127.0.0.1; Linux routes all of 127/8 to lo). (status, JSON, headers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", ctx.port, timeout=20,
+                                      source_address=(source, 0))
+    try:
+        conn.request("POST", "/api/v1/session", json.dumps({"user": user, "password": password}),
+                     {"Content-Type": "application/json"})
+        res = conn.getresponse()
+        return res.status, json.loads(res.read().decode() or "{}"), res.headers
+    finally:
+        conn.close()
+
+
 def test_rate_limit(ctx):
     # Last: it blocks logins from 127.0.0.1 for a while. Earlier checks' failed logins may
     # still count (same address, same minute): the block comes after at most 5 failures.
@@ -620,6 +647,28 @@ def test_rate_limit(ctx):
     say(f"wrong passwords: {statuses}; then the right one: 429 {out['error']} (Retry-After {retry})")
     # Another user from the same address is blocked too (per source address).
     ctx.login("view1", PASSWORDS["view1"], want=429)
+    # The user name's block stops only addresses that failed for it: 5 wrong passwords for
+    # admin1 from 127.0.0.3 (loopback addresses bound as the client's source) block admin1
+    # there; an address that then guesses wrong once (127.0.0.4) is stopped for admin1 too,
+    # even with the right password; from a clean address (127.0.0.2) the right password
+    # signs in: a guesser cannot lock admin1 out.
+    guesses = [login_from(ctx, "127.0.0.3", "admin1", f"wrong-password-3{i}")[0] for i in range(5)]
+    check(guesses[0] == 401 and guesses[-1] == 429, f"5 wrong passwords from 127.0.0.3: {guesses}")
+    status, out, _ = login_from(ctx, "127.0.0.3", "admin1", PASSWORDS["admin1"])
+    check(status == 429, f"the right password from 127.0.0.3: {status} {out}")
+    status, out, _ = login_from(ctx, "127.0.0.4", "admin1", "wrong-password-4")
+    check(status == 401, f"a clean address's wrong password: {status} {out}")
+    status, out, _ = login_from(ctx, "127.0.0.4", "admin1", PASSWORDS["admin1"])
+    check(status == 429, f"the right password after a wrong one while blocked: {status} {out}")
+    status, out, _ = login_from(ctx, "127.0.0.4", "view1", "wrong-password-4")
+    check(status == 401, f"127.0.0.4 for another user: {status} {out}")
+    status, out, hdrs = login_from(ctx, "127.0.0.2", "admin1", PASSWORDS["admin1"])
+    check(status == 200 and out.get("user") == "admin1",
+          f"the right password from another address while admin1 is blocked: {status} {out}")
+    check(ctx.sql("SELECT last_login_source FROM users WHERE name = 'admin1'") == [("127.0.0.2",)],
+          "the login came from 127.0.0.2")
+    say(f"admin1 from 127.0.0.3: {guesses}, then 429; 127.0.0.4: 401, then 429 with the right "
+        "password; 127.0.0.2: signed in (200)")
     # A session made before still works.
     status, _, _ = ctx.call("GET", "/api/v1/session", session=ctx.sessions["admin1"])
     check(status == 200, "an existing session after the block")
