@@ -29,6 +29,12 @@
 //    operator < admin for kRead/kWrite/kAdmin routes, else 403; POST/PUT/PATCH/DELETE also
 //    need X-CSRF-Token equal to the session's and an Origin, when sent, naming this server).
 //    Without either 401. Reads need neither with open_reads. /metrics is open.
+//    A session ends at logout, after [http] session_idle unused or session_max after login,
+//    and for all of a user's sessions at once when the user is disabled or deleted or gets a
+//    new password (a trigger of migration 4; also the user's own session when changing their
+//    own password through PATCH /api/v1/users/{name}: sign in again with the new one; and
+//    `trapline user passwd`). An open events stream notices within events_recheck_s (30 s),
+//    and within a second of a logout or a change to a user.
 //  - Input is untrusted: names are checked for length and charset, numbers for range, bodies
 //    for JSON shape; an unknown field is an error. Each failure is a 400 naming the reason,
 //    before anything reaches the registry. SQL only with parameters.
@@ -81,6 +87,9 @@ struct HttpApiOptions {
   // The leader samples collectors' load into collector_load_history this often ([coordinator]
   // load_history_interval); 0: never.
   double load_history_interval_s = 15;
+  // An event stream opened with a session cookie checks that its session still exists this
+  // often (and soon after a "session.*"/"user.*" audit event); when it ended: "denied", close.
+  double events_recheck_s = 30;
   // GET /api/v1/settings/zabbix: [zabbix] url, user, frontend_url, host_group (no secrets).
   std::string zabbix_url, zabbix_user, zabbix_frontend_url, zabbix_host_group;
   // POST /api/v1/probe runs `<probe_exe> probe URI ...`.
@@ -243,6 +252,10 @@ class HttpApi {
   struct Panel;  // events connection and streams, timers, running probes
   void RegisterPanel();  // called by Register()
   Status OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Stream> stream);
+  // The session streams' re-check (OpenEvents): runs RecheckEventSessions in `in_ms` unless it
+  // is due sooner already.
+  void ScheduleEventsRecheck(uint64_t in_ms);
+  void RecheckEventSessions();
   void PanelHostRoute(const HttpRequest& r, Call call);
   void PanelHosts(const HttpRequest& r, Call call);
   void PanelCollectorRoute(const HttpRequest& r, Call call);
@@ -270,7 +283,8 @@ class HttpApi {
   //   DELETE /api/v1/session        signs out (the session row is deleted, the cookie cleared)
   //   GET    /api/v1/users[/{name}] (admin) name, role, disabled, last_login, sessions
   //   POST   /api/v1/users          (admin) {"name", "role", "password"}
-  //   PATCH  /api/v1/users/{name}   (admin) {"role"?, "password"?, "disabled"?}
+  //   PATCH  /api/v1/users/{name}   (admin) {"role"?, "password"?, "disabled"?}; a new
+  //                                 password or disabled ends all the user's sessions
   //   DELETE /api/v1/users/{name}   (admin); the last enabled admin cannot be demoted,
   //                                 disabled or deleted (409)
   // Who a request comes from, once authenticated (Add() does it for every route).
@@ -285,9 +299,12 @@ class HttpApi {
   // cached, so a deleted session stops working at once). `r` is copied by the caller.
   using AuthDone = std::function<void(std::optional<Principal>, HttpResponse)>;
   void Authenticate(std::shared_ptr<const HttpRequest> r, Access access, AuthDone done);
-  // The session of the request's cookie: nullopt when there is none or it ended.
+  // The session of the request's cookie: nullopt when there is none or it ended. `touch`:
+  // counts as use (last_seen; the idle limit); false for checks the user did not ask for (an
+  // open events stream's re-check).
   void LookupSession(const HttpRequest& r,
-                     std::function<void(Result<std::optional<Principal>>)> done);
+                     std::function<void(Result<std::optional<Principal>>)> done,
+                     bool touch = true);
   void RegisterSessions();  // called by Register()
   void SessionRoute(const HttpRequest& r, Call call);
   void Login(const HttpRequest& r, Call call);

@@ -12,7 +12,8 @@
 // Events (SSE event name = type): "hello" {"live"} first; "host", "service", "collector",
 // "task", "error", "audit" hints ({"type", "id", "host"?, ...}; {"type", "many": true} means
 // "refetch the list"); "denied" {"error"} then the end of the stream when a session cookie
-// turned out not to grant access.
+// turned out not to grant access, at the start or later (its session ended: re-checked every
+// HttpApiOptions::events_recheck_s, and soon after a logout or a change to a user).
 //
 // Lifetime: Stop() (http_api.cc) marks the API dead; the panel's timer notices within 100 ms
 // and closes the events connection, its timers, the streams and kills running probes, so the
@@ -597,6 +598,27 @@ constexpr int kMaxProbes = 4;
 constexpr uint64_t kProbeTimeoutMs = 10000;
 constexpr size_t kMaxProbeOutputBytes = 1 << 20;
 constexpr size_t kMaxStreams = 200;
+// After a "session.*" or "user.*" audit event (a logout, a user disabled, deleted or given a
+// new password), the session streams are re-checked this soon (events in a burst share it).
+constexpr uint64_t kRecheckSoonMs = 200;
+
+// The message of an {"error": ...} refusal.
+std::string RefusalMessage(const HttpResponse& refusal) {
+  json j = json::parse(refusal.body, nullptr, false);
+  return j.is_object() && j.contains("error") && j["error"].is_string()
+             ? j["error"].get<std::string>()
+             : "access refused";
+}
+
+// Whether a trapline_events payload says that sessions may have ended.
+bool EndsSessions(const std::string& payload) {
+  json j = json::parse(payload, nullptr, false);
+  if (!j.is_object() || j.value("type", "") != "audit") return false;
+  std::string action = j.contains("action") && j["action"].is_string() ? j["action"].get<std::string>() : "";
+  return (action.rfind("session.", 0) == 0 && action != "session.login" &&
+          action != "session.login_failed") ||
+         action.rfind("user.", 0) == 0;
+}
 
 // One `trapline probe` child: its process, two pipes and a deadline. Frees itself once every
 // handle is closed (libuv's rule); answers once through `done`.
@@ -763,7 +785,7 @@ Status WriteSecretFile(const std::string& path, const std::string& content) {
 }  // namespace
 
 struct HttpApi::Panel {
-  explicit Panel(uv_loop_t* loop) : tick(loop), history(loop) {}
+  explicit Panel(uv_loop_t* loop) : recheck(loop), tick(loop), history(loop) {}
   ~Panel() { Shutdown(); }
 
   void Shutdown() {
@@ -771,6 +793,8 @@ struct HttpApi::Panel {
     down = true;
     tick.Stop();
     history.Stop();
+    recheck.Stop();
+    watched.clear();
     if (events) events->Close();
     for (auto& s : streams) s->Close();
     streams.clear();
@@ -793,6 +817,18 @@ struct HttpApi::Panel {
   std::unique_ptr<pg::Client> events;
   bool events_seen_up = false;
   std::vector<std::shared_ptr<HttpServer::Stream>> streams;
+  // The streams opened with a session cookie: access is re-checked (RecheckEventSessions) every
+  // events_recheck_s and soon after an audit event that may end sessions, so a stream does not
+  // outlive its session (logout, a user disabled or deleted, a new password, expiry). The API
+  // token's and open_reads streams are not in here.
+  struct Watched {
+    std::weak_ptr<HttpServer::Stream> stream;
+    std::shared_ptr<const HttpRequest> request;  // its cookie, for Authenticate
+    std::string user;
+  };
+  std::vector<Watched> watched;
+  Timer recheck;             // runs while `watched` is not empty
+  uint64_t recheck_at = 0;   // uv_now() when it fires next
   panel::EventCoalescer coalescer;
   Timer tick;     // 100 ms: coalesced events, and noticing Stop()
   Timer history;  // leader only: collector load history
@@ -832,8 +868,10 @@ void HttpApi::RegisterPanel() {
     o.query_timeout_s = 0;
     o.reconnect_max_s = 5;
     p->events = std::make_unique<pg::Client>(loop_, o);
-    p->events->SetNotifyCallback([p, loop = loop_](const std::string&, const std::string& payload) {
+    p->events->SetNotifyCallback([this, p, loop = loop_](const std::string&,
+                                                          const std::string& payload) {
       if (p->streams.empty()) return;
+      if (!p->watched.empty() && EndsSessions(payload)) ScheduleEventsRecheck(kRecheckSoonMs);
       std::vector<panel::EventCoalescer::Event> out;
       p->coalescer.Add(uv_now(loop), payload, &out);
       p->Broadcast(out);
@@ -877,6 +915,7 @@ void HttpApi::RegisterPanel() {
 // session cookie, or open_reads). A refusal known at once is the answer (401 or 403, as on
 // every route); one that needs the registry (a session cookie) comes after the stream
 // opened: a "denied" event, then the stream ends. Nothing is sent before access is granted.
+// A stream granted by a session stays under watch (Panel::watched) while it is open.
 Status HttpApi::OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Stream> stream) {
   if (!*alive_ || !panel_ || panel_->down) return Status::Unavailable("stopping");
   if (!r.rest.empty()) return Status::NotFound("no such resource: " + r.path);
@@ -892,32 +931,37 @@ Status HttpApi::OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Str
     bool in_call = true;
     bool decided = false;
     Status refusal;
+    Principal who;
   };
   auto pending = std::make_shared<Pending>();
   auto peer = r.peer;
-  auto grant = [this, peer](const std::shared_ptr<HttpServer::Stream>& s) {
+  auto req = std::make_shared<const HttpRequest>(r);
+  auto grant = [this, peer, req](const std::shared_ptr<HttpServer::Stream>& s, const Principal& who) {
     Panel* pl = panel_.get();
     bool live = pl->events && pl->events->connected();
     s->Send(panel::Dump({{"type", "hello"}, {"live", live}}), "hello");
     pl->streams.push_back(s);
+    if (who.session) {
+      pl->watched.push_back({s, req, who.name});
+      if (!pl->recheck.active()) {
+        ScheduleEventsRecheck(static_cast<uint64_t>(options_.events_recheck_s * 1000));
+      }
+    }
     spdlog::debug("[panel] {} events stream open ({} open)", peer, pl->streams.size());
   };
-  auto req = std::make_shared<const HttpRequest>(r);
   std::weak_ptr<HttpServer::Stream> weak = stream;
   Authenticate(req, Access::kRead,
                [this, pending, weak, grant, alive = alive_](std::optional<Principal> who,
                                                             HttpResponse refusal) {
                  Status why;
                  if (!who) {
-                   json j = json::parse(refusal.body, nullptr, false);
-                   std::string msg = j.is_object() && j.contains("error") && j["error"].is_string()
-                                         ? j["error"].get<std::string>()
-                                         : "access refused";
+                   std::string msg = RefusalMessage(refusal);
                    why = refusal.status == 401 ? Status::Unauthenticated(msg) : Status::Rejected(msg);
                  }
                  if (pending->in_call) {
                    pending->decided = true;
                    pending->refusal = why;
+                   if (who) pending->who = *who;
                    return;
                  }
                  auto s = weak.lock();
@@ -927,14 +971,59 @@ Status HttpApi::OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Str
                    s->Close();
                    return;
                  }
-                 grant(s);
+                 grant(s, *who);
                });
   pending->in_call = false;
   if (pending->decided) {
     if (!pending->refusal.ok()) return pending->refusal;
-    grant(stream);
+    grant(stream, pending->who);
   }
   return Status::OK();
+}
+
+void HttpApi::ScheduleEventsRecheck(uint64_t in_ms) {
+  Panel* p = panel_.get();
+  if (p == nullptr || p->down) return;
+  uint64_t now = uv_now(loop_);
+  // Only ever brought forward: a stream of audit events cannot postpone it for ever.
+  if (p->recheck.active() && p->recheck_at <= now + in_ms) return;
+  p->recheck_at = now + in_ms;
+  p->recheck.Start(in_ms, 0, [this, alive = alive_] {
+    if (*alive) RecheckEventSessions();
+  });
+}
+
+// The same lookup as every request's (LookupSession, as Authenticate does for a kRead route),
+// without counting as use (an open tab alone does not keep a session from idling out); a
+// session that ended gets "denied" and the end of its stream, unless open_reads lets anyone
+// read. A registry error is not a refusal: the next round tries again.
+void HttpApi::RecheckEventSessions() {
+  Panel* p = panel_.get();
+  if (p == nullptr || p->down) return;
+  p->watched.erase(std::remove_if(p->watched.begin(), p->watched.end(),
+                                  [](const Panel::Watched& w) {
+                                    auto s = w.stream.lock();
+                                    return !s || !s->open();
+                                  }),
+                   p->watched.end());
+  if (p->watched.empty()) return;
+  for (const Panel::Watched& w : std::vector<Panel::Watched>(p->watched)) {
+    LookupSession(
+        *w.request,
+        [this, weak = w.stream, user = w.user, alive = alive_](
+            Result<std::optional<Principal>> who) {
+          if (!who.ok() || *who || options_.open_reads) return;
+          if (!*alive || !panel_ || panel_->down) return;
+          auto s = weak.lock();
+          if (!s || !s->open()) return;
+          const char* msg = "the session has ended or is unknown; sign in again";
+          spdlog::info("[panel] events stream of {} ends: {}", user, msg);
+          s->Send(panel::Dump({{"type", "denied"}, {"error", msg}}), "denied");
+          s->Close();
+        },
+        /*touch=*/false);
+  }
+  ScheduleEventsRecheck(static_cast<uint64_t>(options_.events_recheck_s * 1000));
 }
 
 // ---- hosts ------------------------------------------------------------------------------------

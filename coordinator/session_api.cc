@@ -116,7 +116,8 @@ void NoStore(HttpResponse* res) { res->headers.emplace_back("cache-control", "no
 // ---- who is asking ----------------------------------------------------------------------------
 
 void HttpApi::LookupSession(const HttpRequest& r,
-                            std::function<void(Result<std::optional<Principal>>)> done) {
+                            std::function<void(Result<std::optional<Principal>>)> done,
+                            bool touch) {
   std::string token(auth::CookieValue(r.Header("cookie"), auth::kSessionCookie));
   if (!auth::LooksLikeToken(token)) return done(std::optional<Principal>());
   registry_->Query(
@@ -128,7 +129,8 @@ void HttpApi::LookupSession(const HttpRequest& r,
       "  s.last_seen < now() - make_interval(secs => $3::int)) "
       "SELECT name, role, csrf_token FROM s",
       {auth::TokenHash(token), FormatDouble(options_.session_idle_s),
-       std::to_string(kTouchEverySeconds)},
+       // Not touched: last_seen is never older than 63 years (2e9 s, within $3::int).
+       std::to_string(touch ? kTouchEverySeconds : 2000000000)},
       [done = std::move(done), alive = alive_](Result<pg::Rows> rows) {
         if (!*alive) return;
         if (!rows.ok()) return done(rows.status());

@@ -3,7 +3,9 @@ a real Redis (for the probe) and one `trapline coordinator` with [http] (it lead
 
   test_events          GET /api/v1/events: hello; a host event within 2 s of a PATCH, and of
                        a direct SQL UPDATE of services.state (a service event and its host's);
-                       no token / a wrong token refused; an error row and an audit row arrive
+                       no token / a wrong token refused; an error row and an audit row arrive;
+                       a session's stream ends ("denied") after logout and after the user is
+                       disabled, a token's stream goes on
   test_hosts_filters   GET /api/v1/hosts: status=ok|error|unknown|disabled|maintenance, plugin,
                        group (nested), q, paging and total return exactly the expected hosts,
                        with services, collectors and last error; bad filters 400
@@ -218,6 +220,16 @@ INSERT INTO errors (task_id, message, at) SELECT t.id, m, now() - make_interval(
 # ---- checks ---------------------------------------------------------------------------------------
 
 
+def login_cookie(ctx, user, password):
+    """Signs in: (the session cookie's value, the CSRF token)."""
+    status, out, hdrs = ctx.call("POST", "/api/v1/session", {"user": user, "password": password},
+                                 token=None)
+    check(status == 200, f"login {user}: {status} {out}")
+    cookie = [c.split(";")[0].split("=", 1)[1] for c in hdrs.get_all("Set-Cookie")
+              if c.startswith("trapline_session=")][0]
+    return cookie, out["csrf_token"]
+
+
 def test_events(ctx):
     for token, what in ((None, "no token"), ("wrong-token-000000000", "a wrong token")):
         ev = Events(ctx.port, token=token)
@@ -307,17 +319,39 @@ def test_events(ctx):
                          "--registry", ctx.pg.url(db="registry")], input="viewer-password-77\n",
                         capture_output=True, text=True, timeout=60)
     check(cp.returncode == 0, f"user add: {cp.stdout} {cp.stderr}")
-    status, out, hdrs = ctx.call("POST", "/api/v1/session",
-                                 {"user": "panelview", "password": "viewer-password-77"}, token=None)
-    check(status == 200, f"login: {status} {out}")
-    cookie = [c.split(";")[0].split("=", 1)[1] for c in hdrs.get_all("Set-Cookie")
-              if c.startswith("trapline_session=")][0]
+    cookie, csrf = login_cookie(ctx, "panelview", "viewer-password-77")
     ev = Events(ctx.port, token=None, cookie=cookie)
     check(ev.status == 200, f"events with a session: {ev.status}")
     ev.wait_for(lambda n, d: n == "hello", 5, "hello with a session")
     ctx.ok("PATCH", "/api/v1/hosts/ev-1", {"enabled": False})
     ev.wait_for(lambda n, d: n == "host" and d.get("id") == "ev-1", 2, "host event with a session")
+    # The stream does not outlive its session: after a logout it is told "denied" and ends
+    # (re-checked at once on the session.logout audit event, else every 30 s); a token's stream
+    # goes on.
+    token_ev = Events(ctx.port)
+    token_ev.wait_for(lambda n, d: n == "hello", 5, "hello with the token")
+    t0 = time.monotonic()
+    status, out, _ = ctx.call("DELETE", "/api/v1/session", token=None,
+                              headers={"Cookie": f"trapline_session={cookie}",
+                                       "X-CSRF-Token": csrf})
+    check(status == 200, f"logout: {status} {out}")
+    t, data = ev.wait_for(lambda n, d: n == "denied", 10, "denied after the logout")
+    ev.wait_for(lambda n, d: n == "closed", 5, "the stream's end after the logout")
+    say(f"the session's stream denied {t - t0:.2f} s after the logout: {data}")
     ev.close()
+    # Likewise when the user is disabled (its sessions end with it).
+    cookie, _ = login_cookie(ctx, "panelview", "viewer-password-77")
+    ev = Events(ctx.port, token=None, cookie=cookie)
+    ev.wait_for(lambda n, d: n == "hello", 5, "hello with the second session")
+    ctx.ok("PATCH", "/api/v1/users/panelview", {"disabled": True})
+    ev.wait_for(lambda n, d: n == "denied", 10, "denied after the user was disabled")
+    ev.wait_for(lambda n, d: n == "closed", 5, "the stream's end after the user was disabled")
+    ev.close()
+    after = time.monotonic()
+    ctx.ok("PATCH", "/api/v1/hosts/ev-1", {"enabled": True})
+    token_ev.wait_for(lambda n, d: n == "host" and d.get("id") == "ev-1", 2,
+                      "the token's stream after the sessions' ended", after=after)
+    token_ev.close()
     ev = Events(ctx.port, token=None, cookie="A" * 43)
     _, data = ev.wait_for(lambda n, d: n in ("denied", "hello"), 5, "denied")
     check(data.get("type") == "denied", f"an unknown session got {data}")
