@@ -24,9 +24,11 @@ one real `trapline coordinator` and a real PostgreSQL registry on 127.0.0.1.
                        password or token anywhere in audit_log or the coordinator's log
   test_secure_cookie   a coordinator with [http] secure_cookies = true sets Secure
   test_rate_limit      5 wrong passwords, then 429 with Retry-After (even with the right one)
-                       from that address; from another the right password still signs in
+                       from that address; from another the right password still signs in;
+                       8 sign-ins at once from one address: the extra ones 503 busy
 """
 
+import concurrent.futures
 import hashlib
 import http.client
 import json
@@ -667,6 +669,17 @@ def test_rate_limit(ctx):
           f"the right password from another address while admin1 is blocked: {status} {out}")
     check(ctx.sql("SELECT last_login_source FROM users WHERE name = 'admin1'") == [("127.0.0.2",)],
           "the login came from 127.0.0.2")
+    # Sign-ins in progress are capped (2 password checks per address): the others are told
+    # to retry (503, Retry-After: 1), not that logins failed.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: login_from(ctx, "127.0.0.5", "view1", PASSWORDS["view1"]),
+                                range(8)))
+    codes = sorted(a[0] for a in answers)
+    busy = [a for a in answers if a[0] == 503]
+    check(set(codes) <= {200, 401, 503} and busy and all(
+        a[2].get("Retry-After") == "1" and a[1]["error"].startswith("busy") for a in busy),
+        f"8 sign-ins at once from one address: {[(a[0], a[1]) for a in answers]}")
+    say(f"8 sign-ins at once from one address: {codes} ({busy[0][1]['error']})")
     say(f"admin1 from 127.0.0.3: {guesses}, then 429; 127.0.0.4: 401, then 429 with the right "
         "password; 127.0.0.2: signed in (200)")
     # A session made before still works.
