@@ -40,11 +40,11 @@ def sum_cpu(pids):
 def run_once(driver, server, n, seconds):
     argv = [driver, f"ssh://{server.user}@127.0.0.1:{server.port}", "--identity",
             server.key_ed25519, "--known-hosts", server.known_hosts, "--sessions", str(n - 1),
-            "--hold", "--quiet", "--timeout", "60", "--seconds", str(seconds + 120)]
+            "--hold", "--quiet", "--timeout", "60", "--seconds", str(seconds + 220)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         memory = None
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180
         while memory is None and time.monotonic() < deadline:
             r, _, _ = select.select([proc.stdout], [], [], 1)
             if not r:
