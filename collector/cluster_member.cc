@@ -93,10 +93,23 @@ Result<TargetConfig> TargetForTask(const AssignedTask& task, const std::string& 
   }
   tc.identity = StringField(options, "identity");
   tc.known_hosts = StringField(options, "known_hosts");
-  tc.trust_on_first_use = options.value("trust_on_first_use", false);
-  tc.use_agent = options.value("use_agent", false);
-  if (options.contains("interval") && options["interval"].is_number_integer()) {
-    tc.interval_s = options["interval"].get<int>();
+  // A row edited by hand into nonsense is this task's error, never an exception on the loop.
+  for (auto [key, field] : {std::pair{"trust_on_first_use", &tc.trust_on_first_use},
+                            std::pair{"use_agent", &tc.use_agent}}) {
+    auto it = options.find(key);
+    if (it == options.end()) continue;
+    if (!it->is_boolean()) {
+      return Status::InvalidArgument(where + ": the credential profile's option '" + key +
+                                     "' must be true or false");
+    }
+    *field = it->get<bool>();
+  }
+  if (auto it = options.find("interval"); it != options.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > 86400) {
+      return Status::InvalidArgument(where + ": the credential profile's option 'interval' must be "
+                                     "a whole number of seconds from 1 to 86400");
+    }
+    tc.interval_s = static_cast<int>(it->get<int64_t>());
   }
   if (options.contains("plugin") && options["plugin"].is_object()) {
     for (const auto& [k, v] : options["plugin"].items()) tc.options[k] = v.is_string() ? v.get<std::string>() : v.dump();

@@ -328,6 +328,7 @@ Status HttpApi::Start() {
 void HttpApi::Stop() {
   if (!*alive_) return;
   *alive_ = false;
+  StopPanel();
   if (server_) server_->Stop();
 }
 
@@ -356,7 +357,8 @@ void HttpApi::Add(const std::string& method, const std::string& prefix, Access a
         Authenticate(req, access,
                      [this, alive, label, route, req, responder = std::move(responder)](
                          std::optional<Principal> who, HttpResponse refusal) {
-                       Call call(this, alive, label, responder, who ? who->name : options_.actor);
+                       Call call(this, alive, label, responder, who ? who->name : options_.actor,
+                                 who && who->role == auth::Role::kAdmin);
                        if (!*alive) return call.Send(Status::Unavailable("stopping"));
                        if (!who) return call.Send(std::move(refusal));
                        route(*req, call);
@@ -538,9 +540,13 @@ void HttpApi::Hosts(const HttpRequest& r, Call call) {
 }
 
 void HttpApi::PostHost(const HttpRequest& r, Call call) {
-  if (!r.rest.empty()) return PostHostSub(r, std::move(call));  // clone, services
+  if (!r.rest.empty()) {  // clone, services: they carry credential profiles to hosts
+    if (!call.admin()) return call.Send(call.NeedsAdmin("cloning a host or adding a service"));
+    return PostHostSub(r, std::move(call));
+  }
   auto h = ParseNewHost(r.body);
   if (!h.ok()) return call.Send(h.status());
+  if (!h->address.empty() && !call.admin()) return call.Send(call.NeedsAdmin("setting an address"));
   std::string name = h->name;
   Sql(call, "api add host",
       "WITH ins AS (INSERT INTO hosts (name, address, groups, enabled) VALUES ($1, $2, "
@@ -565,6 +571,7 @@ void HttpApi::PatchHost(const HttpRequest& r, Call call) {
   if (Status st = ValidateName(name, "host name"); !st.ok()) return call.Send(st);
   auto p = ParseHostPatch(r.body);
   if (!p.ok()) return call.Send(p.status());
+  if (p->address && !call.admin()) return call.Send(call.NeedsAdmin("changing an address"));
   // The host and (with "services": "all") every service of it that is not gone and has a
   // plugin (a discovered "generic:nginx" has none), one audit row each, in one statement.
   Sql(call, "api update host",
@@ -685,6 +692,9 @@ void HttpApi::PatchService(const HttpRequest& r, Call call) {
   if (!id.ok()) return call.Send(id.status());
   auto p = ParseServicePatch(r.body);
   if (!p.ok()) return call.Send(p.status());
+  if (p->set_credential_profile && p->credential_profile && !call.admin()) {
+    return call.Send(call.NeedsAdmin("setting a service's credential profile"));
+  }
   std::string sid = std::to_string(*id);
   // A new credential profile reaches the collector running the service's task through a new
   // task generation (it restarts the target with the new credentials) and a NOTIFY.

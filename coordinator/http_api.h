@@ -251,6 +251,9 @@ class HttpApi {
   //   GET    /api/v1/settings/zabbix
   struct Panel;  // events connection and streams, timers, running probes
   void RegisterPanel();  // called by Register()
+  // Ends the event streams, the events connection, timers and probes (Stop() calls it before
+  // stopping the server: an event stream still open then kept the process from exiting).
+  void StopPanel();
   Status OpenEvents(const HttpRequest& r, std::shared_ptr<HttpServer::Stream> stream);
   // The session streams' re-check (OpenEvents): runs RecheckEventSessions in `in_ms` unless it
   // is due sooner already.

@@ -24,12 +24,24 @@ namespace trapline::coordinator {
 class HttpApi::Call {
  public:
   Call(HttpApi* api, std::shared_ptr<bool> alive, std::string label, HttpServer::Responder r,
-       std::string actor)
+       std::string actor, bool admin = false)
       : api_(api),
         alive_(std::move(alive)),
         label_(std::move(label)),
         responder_(std::move(r)),
-        actor_(std::move(actor)) {}
+        actor_(std::move(actor)),
+        admin_(admin) {}
+
+  // Whether the caller has the admin role (the API token has every right). Routes open to
+  // operators check it where the body decides: where credentials are sent (a host's address,
+  // a service's URI or credential profile, a clone, a probe with a profile) is an admin's call,
+  // or an operator could point a profile's secret at a machine of their own.
+  bool admin() const { return admin_; }
+  // The 403 for an operator doing what needs an admin, naming what.
+  Status NeedsAdmin(std::string_view what) const {
+    return Status::Rejected(std::string(what) + " needs the admin role (it decides where "
+                            "credentials are sent)");
+  }
 
   // Who makes the request, for the audit log: the signed-in user's name, or the API token's
   // actor ([http] options: "api").
@@ -48,6 +60,7 @@ class HttpApi::Call {
   std::string label_;
   HttpServer::Responder responder_;
   std::string actor_;
+  bool admin_ = false;
 };
 
 namespace api {

@@ -156,8 +156,6 @@ constexpr std::string_view kV2MaintenanceApplied = R"sql(
 ALTER TABLE hosts ADD COLUMN maintenance_applied text NOT NULL DEFAULT 'off'
 )sql";
 
-// Versions 3 to 5 are being written in this session (issues 6 and 7); until each is filled in
-// it is a no-op so that the versions stay in order. Nothing has been released with them yet.
 // Version 3: discovery (issue 6).
 //  - host_tokens: the per-host token that trapline-discover got at enrolment, as its SHA-256
 //    (hex): the registry never holds a token that could be replayed. One per host; an admin

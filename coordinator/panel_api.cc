@@ -441,6 +441,23 @@ Result<ProbeRequest> ParseProbeRequest(std::string_view body) {
     authority = userinfo.empty() ? hostport : userinfo + "@" + hostport;
   }
   p.uri = scheme + "://" + authority + uri.substr(end);
+  // A secret in the query (libpq's password=, passfile=, sslpassword=) would be on the probe's
+  // command line, readable by every local user: credentials go in the user info or a profile.
+  if (size_t q = uri.find('?', end); q != std::string::npos) {
+    std::string query = uri.substr(q + 1);
+    for (size_t pos = 0; pos <= query.size();) {
+      size_t amp = query.find('&', pos);
+      std::string param = query.substr(pos, amp == std::string::npos ? std::string::npos : amp - pos);
+      std::string name = param.substr(0, param.find('='));
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (name == "password" || name == "passfile" || name == "sslpassword") {
+        return Status::InvalidArgument("'uri' has a '" + name + "' parameter: put the password in "
+                                       "the URI's user info or in a credential profile");
+      }
+      if (amp == std::string::npos) break;
+      pos = amp + 1;
+    }
+  }
   if (j.contains("credential_profile") && !j["credential_profile"].is_null()) {
     if (!j["credential_profile"].is_string()) {
       return Status::InvalidArgument("'credential_profile' must be a profile name or null");
@@ -838,6 +855,10 @@ struct HttpApi::Panel {
 
 // ---- registration ---------------------------------------------------------------------------
 
+void HttpApi::StopPanel() {
+  if (panel_) panel_->Shutdown();
+}
+
 void HttpApi::RegisterPanel() {
   auto bind = [this](void (HttpApi::*fn)(const HttpRequest&, Call)) {
     return [this, fn](const HttpRequest& r, Call call) { (this->*fn)(r, std::move(call)); };
@@ -1112,7 +1133,12 @@ void HttpApi::Complete(const HttpRequest& r, Call call) {
 }
 
 void HttpApi::BulkHosts(const HttpRequest& r, Call call) {
-  if (!r.rest.empty()) return call.Send(Status::NotFound("no such resource: " + r.path));
+  if (!r.rest.empty()) {
+    // POST /api/v1/hosts/bulk/clone: a host named "bulk", not a bulk operation.
+    HttpRequest host_route = r;
+    host_route.rest = "bulk/" + r.rest;
+    return PostHost(host_route, std::move(call));
+  }
   auto b = panel::ParseBulkRequest(r.body);
   if (!b.ok()) return call.Send(b.status());
   std::string action(panel::BulkAuditAction(b->action));
@@ -1461,9 +1487,9 @@ void HttpApi::SampleLoadHistory() {
       "panel sample load history",
       "WITH ins AS (INSERT INTO collector_load_history (collector_id, at, lag_p50_ms, lag_p99_ms, "
       "  cpu_pct, tasks) SELECT id, now(), " +
-          num("lag_p50_ms") + ", " + num("lag_p99_ms") + ", " + num("cpu_pct") + ", (" +
+          num("lag_p50_ms") + ", " + num("lag_p99_ms") + ", " + num("cpu_pct") + ", least(greatest(" +
           num("tasks") +
-          ")::bigint::integer FROM collectors WHERE state <> "
+          ", 0), 2147483647)::bigint::integer FROM collectors WHERE state <> "
           "'dead' AND last_heartbeat > now() - interval '1 minute' ON CONFLICT DO NOTHING "
           "RETURNING 1), "
           "del AS (DELETE FROM collector_load_history WHERE at < now() - interval '24 hours' "
@@ -1480,6 +1506,9 @@ void HttpApi::Probe(const HttpRequest& r, Call call) {
   if (!r.rest.empty()) return call.Send(Status::NotFound("no such resource: " + r.path));
   auto req = panel::ParseProbeRequest(r.body);
   if (!req.ok()) return call.Send(req.status());
+  if (req->credential_profile && !call.admin()) {
+    return call.Send(call.NeedsAdmin("a probe with a credential profile"));
+  }
   if (!panel_ || panel_->down) return call.Send(Status::Unavailable("stopping"));
   if (*panel_->probes_running >= kMaxProbes) {
     HttpResponse res = HttpResponse::Error(
@@ -1525,8 +1554,16 @@ void HttpApi::Probe(const HttpRequest& r, Call call) {
         args.push_back("--known-hosts");
         args.push_back(options["known_hosts"].get<std::string>());
       }
-      if (options.value("trust_on_first_use", false)) args.push_back("--trust-on-first-use");
-      if (options.value("use_agent", false)) args.push_back("--agent");
+      // Options edited by hand into nonsense: a 400, never an exception on the loop.
+      for (auto [option, flag] : {std::pair{"trust_on_first_use", "--trust-on-first-use"},
+                                  std::pair{"use_agent", "--agent"}}) {
+        if (!options.contains(option)) continue;
+        if (!options[option].is_boolean()) {
+          return call.Send(Status::InvalidArgument(std::string("the credential profile's option '") +
+                                                   option + "' must be true or false"));
+        }
+        if (options[option].get<bool>()) args.push_back(flag);
+      }
     }
     std::string dir;
     if (!password.empty() || !key.empty()) {

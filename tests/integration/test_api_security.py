@@ -319,6 +319,30 @@ def test_roles(ctx):
     check(status == 403, f"operator POST users: {status} {out}")
     check(ctx.sql("SELECT actor FROM audit_log WHERE action = 'host.create' AND object_id = "
                   "'op-host'") == [("op1",)], "audit actor of the operator's change")
+    # Where credentials are sent is an admin's call: an operator cannot point a profile's
+    # secret at an address of their choosing (an address, a URI, a profile, a clone, a probe).
+    ctx.sql("INSERT INTO credential_profiles (name, kind, secret) VALUES ('roles-redis', 'redis', "
+            "'{\"password\": \"roles-secret-9\"}') ON CONFLICT DO NOTHING; "
+            "INSERT INTO services (host_id, plugin, port) SELECT id, 'redis', 6390 FROM hosts "
+            "WHERE name = 'op-host' ON CONFLICT DO NOTHING")
+    sid = ctx.sql("SELECT s.id FROM services s JOIN hosts h ON h.id = s.host_id "
+                  "WHERE h.name = 'op-host' AND s.port = 6390")[0][0]
+    before = ctx.snapshot()
+    for method, path, body in (
+            ("POST", "/api/v1/hosts", {"name": "op-host-2", "address": "203.0.113.9"}),
+            ("PATCH", "/api/v1/hosts/op-host", {"address": "203.0.113.9"}),
+            ("PATCH", f"/api/v1/services/{sid}", {"credential_profile": "roles-redis"}),
+            ("POST", "/api/v1/hosts/op-host/services", {"plugin": "redis", "port": 6391}),
+            ("POST", "/api/v1/hosts/op-host/clone", {"to": ["op-host-3"]}),
+            ("POST", "/api/v1/probe", {"uri": "redis://203.0.113.9:6379",
+                                       "credential_profile": "roles-redis"})):
+        status, out, _ = ctx.call(method, path, body, session=o)
+        check(status == 403 and "needs the admin role" in out.get("error", ""),
+              f"operator {method} {path}: {status} {out}")
+        say(f"operator {method} {path} -> 403 {out['error']}")
+    check(ctx.snapshot() == before, "an operator's refused request changed something")
+    status, out, _ = ctx.call("PATCH", f"/api/v1/services/{sid}", {"enabled": False}, session=o)
+    check(status == 200, f"operator PATCH service enabled: {status} {out}")
 
 
 def test_csrf(ctx):

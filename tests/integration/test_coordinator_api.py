@@ -18,7 +18,8 @@
   test_audit                an audit_log row (actor "api", before/after) for every change made
   test_config               [http] listen without api_token_file, a short token, a misspelt key:
                             --check-config names the problem; open_reads = true lets GETs in
-  test_stop                 SIGTERM: the coordinator stops at once (exit 0) with the API open
+  test_stop                 SIGTERM: the coordinator stops at once (exit 0) with the API open and
+                            an event stream connected
 """
 
 import json
@@ -428,6 +429,13 @@ def test_config(ctx):
 
 def test_stop(ctx):
     ctx.ok("GET", "/api/v1/status")
+    # An open event stream (the admin panel's) must not keep the process from exiting: it did.
+    import socket
+    stream = socket.create_connection(("127.0.0.1", ctx.port), timeout=5)
+    stream.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                   TOKEN.encode() + b"\r\n\r\n")
+    head = stream.recv(200)
+    check(head.startswith(b"HTTP/1.1 200"), f"events stream: {head!r}")
     t0 = time.monotonic()
     ctx.coord.popen.send_signal(signal.SIGTERM)
     rc = ctx.coord.wait(10)
@@ -435,6 +443,7 @@ def test_stop(ctx):
     say(f"stopped in {took:.2f}s, exit {rc}")
     check(rc == 0 and took < 5, lambda: f"exit {rc} after {took:.1f}s\n{ctx.coord.output()}")
     check(TOKEN not in ctx.coord.stderr(), "the token is in the log")
+    stream.close()
 
 
 if __name__ == "__main__":
