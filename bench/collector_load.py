@@ -5,6 +5,8 @@ N targets of one kind sampled every second against real servers on loopback.
     python3 bench/collector_load.py --kind redis --targets 200 1000 [--seconds 20]
     python3 bench/collector_load.py --kind postgresql ...
     python3 bench/collector_load.py --kind linux ...      (SSH to a local sshd)
+    python3 bench/collector_load.py --kind redis --targets 1000 --bin OLD --bin NEW --runs 5
+        (side by side: the binaries take turns against the same server, medians at the end)
 
 All targets of a run point at one server of that kind (each with its own connection). The
 collector runs with --dry-run (values printed to /dev/null), so the figures cover connections,
@@ -15,6 +17,7 @@ asserts nothing about speed.
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -28,9 +31,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid):
+    """(user, system) CPU seconds of the process."""
     with open(f"/proc/{pid}/stat") as f:
         rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / TICK
+    return int(rest[11]) / TICK, int(rest[12]) / TICK
 
 
 def rss_kib(pid):
@@ -55,14 +59,14 @@ def target_entries(kind, server, n, tmp):
     return "\n".join(out)
 
 
-def run(kind, server, n, seconds, tmp):
+def run(kind, server, n, seconds, tmp, trapline=TRAPLINE):
     cfg = os.path.join(tmp, f"{kind}-{n}.toml")
     with open(cfg, "w") as f:
         f.write(f'[collector]\nname = "bench"\nstats_interval = {seconds}\n\n'
                 '[sender]\nserver = "127.0.0.1"\n\n' + target_entries(kind, server, n, tmp))
     err_path = os.path.join(tmp, f"{kind}-{n}.stderr")
     with open(os.devnull, "w") as devnull, open(err_path, "w") as err:
-        proc = subprocess.Popen([TRAPLINE, "collector", "--config", cfg, "--dry-run"],
+        proc = subprocess.Popen([trapline, "collector", "--config", cfg, "--dry-run"],
                                 stdout=devnull, stderr=err)
     try:
         rss0 = None
@@ -80,10 +84,14 @@ def run(kind, server, n, seconds, tmp):
     stats = re.findall(r"connected=(\d+) loop_lag_p50_ms=([\d.]+) loop_lag_p99_ms=([\d.]+) "
                        r"loop_lag_max_ms=([\d.]+)", text)
     connected, p50, p99, lmax = stats[-1] if stats else ("?", "?", "?", "?")
-    cpu_per_target_s = (c1 - c0) / (t1 - t0) / n * 1e6
+    user = (c1[0] - c0[0]) / (t1 - t0) / n * 1e6
+    sys_ = (c1[1] - c0[1]) / (t1 - t0) / n * 1e6
+    cpu_per_target_s = user + sys_
     return {"targets": n, "connected": connected, "cpu_us_per_target_s": cpu_per_target_s,
+            "user_us_per_target_s": user, "sys_us_per_target_s": sys_,
             "lag_p50_ms": p50, "lag_p99_ms": p99, "lag_max_ms": lmax, "rss_kib": rss1,
-            "rss_per_target_kib": rss1 / n, "collector_cpu_pct": 100 * (c1 - c0) / (t1 - t0)}
+            "rss_per_target_kib": rss1 / n,
+            "collector_cpu_pct": 100 * (sum(c1) - sum(c0)) / (t1 - t0)}
 
 
 def main():
@@ -91,7 +99,12 @@ def main():
     ap.add_argument("--kind", choices=["redis", "postgresql", "linux"], required=True)
     ap.add_argument("--targets", type=int, nargs="+", default=[200, 1000])
     ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--bin", action="append", default=[],
+                    help="trapline binary to measure (repeat to compare; default $TRAPLINE_BIN "
+                         "or build/trapline)")
+    ap.add_argument("--runs", type=int, default=1, help="runs per binary and target count")
     args = ap.parse_args()
+    bins = args.bin or [TRAPLINE]
     tmp = os.path.join("/tmp", f"trapline-bench-{args.kind}-{os.getpid()}")
     os.makedirs(tmp, exist_ok=True)
     if args.kind == "redis":
@@ -105,13 +118,30 @@ def main():
                                          "Subsystem": "sftp internal-sftp"})
     with server:
         for n in args.targets:
-            r = run(args.kind, server, n, args.seconds, tmp)
-            print(f"{args.kind}: {r['targets']} targets ({r['connected']} connected): "
-                  f"{r['cpu_us_per_target_s']:.1f} us CPU per target-second "
-                  f"(collector {r['collector_cpu_pct']:.1f}% of a core), loop lag p50 "
-                  f"{r['lag_p50_ms']} ms p99 {r['lag_p99_ms']} ms max {r['lag_max_ms']} ms, "
-                  f"RSS {r['rss_kib']} KiB = {r['rss_per_target_kib']:.1f} KiB per target",
-                  flush=True)
+            results = {b: [] for b in bins}
+            # Binaries take turns, so that a change in the machine's load hits them alike.
+            for _ in range(args.runs):
+                for b in bins:
+                    r = run(args.kind, server, n, args.seconds, tmp, b)
+                    results[b].append(r)
+                    label = f" [{b}]" if len(bins) > 1 else ""
+                    print(f"{args.kind}: {r['targets']} targets ({r['connected']} connected): "
+                          f"{r['cpu_us_per_target_s']:.1f} us CPU per target-second "
+                          f"(user {r['user_us_per_target_s']:.1f}, kernel "
+                          f"{r['sys_us_per_target_s']:.1f}; collector "
+                          f"{r['collector_cpu_pct']:.1f}% of a core), loop lag p50 "
+                          f"{r['lag_p50_ms']} ms p99 {r['lag_p99_ms']} ms max {r['lag_max_ms']} "
+                          f"ms, RSS {r['rss_kib']} KiB = {r['rss_per_target_kib']:.1f} KiB per "
+                          f"target{label}", flush=True)
+            if args.runs > 1 or len(bins) > 1:
+                for b in bins:
+                    rs = results[b]
+                    med = lambda k: statistics.median(x[k] for x in rs)  # noqa: E731
+                    print(f"{args.kind}: {n} targets, median of {len(rs)} [{b}]: "
+                          f"{med('cpu_us_per_target_s'):.1f} us per target-second (user "
+                          f"{med('user_us_per_target_s'):.1f}, kernel "
+                          f"{med('sys_us_per_target_s'):.1f}), RSS "
+                          f"{med('rss_per_target_kib'):.1f} KiB per target", flush=True)
 
 
 if __name__ == "__main__":

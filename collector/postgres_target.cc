@@ -139,40 +139,57 @@ std::vector<std::string> SplitStatements(std::string_view sql) {
   return out;
 }
 
-pgp::ResultSet ToResultSet(const pg_result* cres) {
+void ReadResultSet(const pg_result* cres, pgp::ResultSet* rs) {
   // libpq's accessors take a non-const PGresult but do not modify it.
   auto* res = const_cast<PGresult*>(cres);
-  pgp::ResultSet rs;
+  rs->error.clear();
   ExecStatusType st = PQresultStatus(res);
-  if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
+  if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE ||
+      st == PGRES_PIPELINE_ABORTED) {
+    rs->columns.clear();
+    rs->rows.clear();
+    if (st == PGRES_PIPELINE_ABORTED) {
+      rs->error = "not run: an earlier statement of the pipeline failed";
+      return;
+    }
     const char* primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    rs.error = primary != nullptr ? OneLine(primary) : OneLine(PQresultErrorMessage(res));
-    if (rs.error.empty()) rs.error = PQresStatus(st);
-    if (state != nullptr) rs.error += std::string(" (SQLSTATE ") + state + ")";
-    return rs;
+    rs->error = primary != nullptr ? OneLine(primary) : OneLine(PQresultErrorMessage(res));
+    if (rs->error.empty()) rs->error = PQresStatus(st);
+    if (state != nullptr) rs->error += std::string(" (SQLSTATE ") + state + ")";
+    return;
   }
-  if (st == PGRES_PIPELINE_ABORTED) {
-    rs.error = "not run: an earlier statement of the pipeline failed";
-    return rs;
-  }
-  int ncols = PQnfields(res);
-  int nrows = PQntuples(res);
-  rs.columns.reserve(static_cast<size_t>(ncols));
-  for (int c = 0; c < ncols; ++c) rs.columns.emplace_back(PQfname(res, c));
-  rs.rows.resize(static_cast<size_t>(nrows));
-  for (int r = 0; r < nrows; ++r) {
-    auto& row = rs.rows[static_cast<size_t>(r)];
-    row.reserve(static_cast<size_t>(ncols));
-    for (int c = 0; c < ncols; ++c) {
-      if (PQgetisnull(res, r, c)) {
-        row.emplace_back(std::nullopt);
+  // The same statement gives the same columns and (nearly) the same rows tick after tick:
+  // assigning into the strings of the last tick reuses their storage, no allocation.
+  const auto ncols = static_cast<size_t>(PQnfields(res));
+  const auto nrows = static_cast<size_t>(PQntuples(res));
+  rs->columns.resize(ncols);
+  for (size_t c = 0; c < ncols; ++c) rs->columns[c].assign(PQfname(res, static_cast<int>(c)));
+  rs->rows.resize(nrows);
+  for (size_t r = 0; r < nrows; ++r) {
+    auto& row = rs->rows[r];
+    row.resize(ncols);
+    for (size_t c = 0; c < ncols; ++c) {
+      const int ri = static_cast<int>(r);
+      const int ci = static_cast<int>(c);
+      if (PQgetisnull(res, ri, ci)) {
+        row[c].reset();
+        continue;
+      }
+      const char* v = PQgetvalue(res, ri, ci);
+      const auto len = static_cast<size_t>(PQgetlength(res, ri, ci));
+      if (row[c]) {
+        row[c]->assign(v, len);
       } else {
-        row.emplace_back(
-            std::string(PQgetvalue(res, r, c), static_cast<size_t>(PQgetlength(res, r, c))));
+        row[c].emplace(v, len);
       }
     }
   }
+}
+
+pgp::ResultSet ToResultSet(const pg_result* result) {
+  pgp::ResultSet rs;
+  ReadResultSet(result, &rs);
   return rs;
 }
 
@@ -339,8 +356,7 @@ void PostgresTarget::Tick() {
   statements_ = statements.size() + tick_statements_.size();
   current_ = 0;
   current_has_result_ = false;
-  results_.clear();
-  results_.reserve(statements_ - setup_statements_);
+  results_used_ = 0;
   phase_ = Phase::kBusy;
   if (Status f = Flush(); !f.ok()) return Failed(f);
 }
@@ -381,9 +397,10 @@ Result<bool> PostgresTarget::Drain() {
     if (st == PGRES_PIPELINE_SYNC) {
       PQclear(res);
       if (current_ >= setup_statements_ && !current_has_result_) {
-        pgp::ResultSet none;
-        none.error = "no result";
-        results_.push_back(std::move(none));
+        pgp::ResultSet* none = NextResult();
+        none->columns.clear();
+        none->rows.clear();
+        none->error = "no result";
       }
       ++current_;
       current_has_result_ = false;
@@ -407,7 +424,7 @@ Result<bool> PostgresTarget::Drain() {
                      postgres::OneLine(PQresultErrorMessage(res)));
       }
     } else if (!current_has_result_) {
-      results_.push_back(postgres::ToResultSet(res));
+      postgres::ReadResultSet(res, NextResult());
     }
     current_has_result_ = true;
     PQclear(res);
@@ -415,12 +432,16 @@ Result<bool> PostgresTarget::Drain() {
   return true;
 }
 
+pgp::ResultSet* PostgresTarget::NextResult() {
+  if (results_used_ == results_.size()) results_.emplace_back();
+  return &results_[results_used_++];
+}
+
 void PostgresTarget::FinishTick() {
   phase_ = Phase::kReady;
   if (Status w = WatchSocket(true, false); !w.ok()) return Failed(w);
-  std::vector<pgp::ResultSet> results = std::move(results_);
-  results_ = {};
-  plugins::ParseResult parsed = pgp::ParseTick(server_version_, results);
+  results_.resize(results_used_);  // never more than the last tick, as a rule
+  plugins::ParseResult parsed = pgp::ParseTick(server_version_, results_);
   // Deliver may destroy this target: nothing after it.
   Deliver(std::move(parsed));
 }
@@ -473,6 +494,7 @@ void PostgresTarget::Disconnect() {
   statements_ = setup_statements_ = current_ = 0;
   current_has_result_ = false;
   results_ = {};
+  results_used_ = 0;
 }
 
 }  // namespace trapline

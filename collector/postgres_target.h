@@ -111,6 +111,10 @@ std::vector<std::string> SplitStatements(std::string_view sql);
 // for PGRES_FATAL_ERROR the primary message and SQLSTATE in `error`.
 // REQUIRES: result != nullptr.
 plugins::postgresql::ResultSet ToResultSet(const pg_result* result);
+// The same into *rs, reusing the storage of what it held (the collector keeps one ResultSet
+// per statement across ticks: same columns, same rows, no allocation).
+// REQUIRES: result != nullptr, rs != nullptr.
+void ReadResultSet(const pg_result* result, plugins::postgresql::ResultSet* rs);
 
 }  // namespace postgres
 
@@ -144,6 +148,8 @@ class PostgresTarget : public TargetBase {
   Status Flush();
   // Collects results while libpq has them; true when the tick's last result is in.
   Result<bool> Drain();
+  // The ResultSet for the next statement's result (reused from an earlier tick when there is one).
+  plugins::postgresql::ResultSet* NextResult();
   void FinishTick();
   Status ConnectionLost(std::string_view what) const;
   static void OnNotice(void* arg, const pg_result* notice);
@@ -166,7 +172,10 @@ class PostgresTarget : public TargetBase {
   size_t statements_ = 0;        // statements sent this tick (setup included)
   size_t current_ = 0;           // the statement whose results are being read
   bool current_has_result_ = false;
+  // One per plugin statement, kept across ticks so that their storage is reused; the first
+  // results_used_ hold this tick's.
   std::vector<plugins::postgresql::ResultSet> results_;
+  size_t results_used_ = 0;
 };
 
 }  // namespace trapline

@@ -207,19 +207,15 @@ void RedisTarget::OnAuth(void* r, const char* errstr) {
 }
 
 void RedisTarget::Tick() {
-  // The command never changes: its argv is built once.
-  struct Argv {
-    std::vector<std::string> args = plugins::redis::TickCommand();
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    Argv() {
-      for (const auto& a : args) {
-        argv.push_back(a.c_str());
-        lens.push_back(a.size());
-      }
+  // The command never changes: it is formatted once, in the protocol's own encoding, and
+  // handed to hiredis as it is (no argv formatting per tick).
+  static const std::string command = [] {
+    std::string out = "*" + std::to_string(plugins::redis::TickCommand().size()) + "\r\n";
+    for (const auto& a : plugins::redis::TickCommand()) {
+      out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
     }
-  };
-  static Argv command;  // not const: hiredis 0.14 takes a non-const argv
+    return out;
+  }();
   // Queue the command and write it at once instead of waiting for a writable event: the
   // socket is almost always writable, and this saves a wake-up per tick. hiredis asks for
   // write interest when the command is queued and drops it when it is written; with the
@@ -227,13 +223,13 @@ void RedisTarget::Tick() {
   // (libuv's uv_poll_start removes the socket from epoll and adds it again on every change).
   Link* l = link_;
   l->batching = true;
-  int rc = redisAsyncCommandArgv(
+  int rc = redisAsyncFormattedCommand(
       l->ac,
       [](redisAsyncContext* c, void* reply, void*) {
         auto* link = static_cast<Link*>(c->data);
         if (link->owner != nullptr) link->owner->OnInfo(reply, c->errstr);
       },
-      nullptr, static_cast<int>(command.argv.size()), command.argv.data(), command.lens.data());
+      nullptr, command.data(), command.size());
   if (rc != REDIS_OK) {
     l->batching = false;
     return Failed(Status::Unavailable("cannot queue INFO: connection closing"));

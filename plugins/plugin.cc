@@ -1,5 +1,10 @@
 #include "plugins/plugin.h"
 
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <system_error>
+
 namespace trapline::plugins {
 
 MetricSpec GaugeSpec(std::string name, std::string title, std::string units,
@@ -30,6 +35,29 @@ MetricSpec TextSpec(std::string name, std::string title, std::string description
                            std::move(entity_kind));
   m.value_type = ValueType::kText;
   return m;
+}
+
+bool ParseFiniteNumber(std::string_view s, double* out) {
+  if (s.empty()) return false;
+  if (s.size() <= 15) {
+    std::int64_t n = 0;
+    std::size_t i = 0;
+    for (; i < s.size(); ++i) {
+      const unsigned d = static_cast<unsigned char>(s[i]) - static_cast<unsigned>('0');
+      if (d > 9) break;
+      n = n * 10 + d;
+    }
+    if (i == s.size()) {
+      *out = static_cast<double>(n);
+      return true;
+    }
+  }
+  double v = 0;
+  const char* end = s.data() + s.size();
+  auto [p, ec] = std::from_chars(s.data(), end, v);
+  if (ec != std::errc() || p != end || !std::isfinite(v)) return false;
+  *out = v;
+  return true;
 }
 
 std::string ItemKey(std::string_view plugin, std::string_view metric, std::string_view entity) {

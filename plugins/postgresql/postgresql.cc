@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <set>
@@ -383,11 +384,8 @@ constexpr Column kDatabaseColumns[] = {
 
 // A whole string as a finite double ("12", "-1", "1.5e-05"); nothing else.
 std::optional<double> ParseNumber(std::string_view s) {
-  if (s.empty()) return std::nullopt;
   double v = 0;
-  const char* end = s.data() + s.size();
-  auto [p, ec] = std::from_chars(s.data(), end, v);
-  if (ec != std::errc() || p != end || !std::isfinite(v)) return std::nullopt;
+  if (!ParseFiniteNumber(s, &v)) return std::nullopt;
   return v;
 }
 
@@ -476,11 +474,10 @@ class Statement {
   }
 
   void Add(std::string_view metric, double value, std::string_view entity = {}) {
-    Reading r;
+    Reading& r = out_->readings.emplace_back();
     r.metric = metric;  // static: see Reading
-    r.entity = std::string(entity);
+    if (!entity.empty()) r.entity.assign(entity);
     r.value = value;
-    out_->readings.push_back(std::move(r));
   }
 
   void Warn(const std::string& w) { out_->warnings.push_back(std::string(name_) + ": " + w); }
@@ -700,6 +697,14 @@ ParseResult ParseTick(int server_version, const std::vector<ResultSet>& results)
     return out;
   }
   const std::size_t n = kStatementNames.size();
+  // Room for every reading at once (one allocation, no move of the readings as they grow):
+  // one per column of the one-row statements and a few, and per database and standby row
+  // one per column and its ratio.
+  std::size_t rows = 0;
+  for (const ResultSet& rs : results) rows += rs.rows.size();
+  out.readings.reserve(std::size(kInstanceColumns) + std::size(kActivityColumns) +
+                       std::size(kLocksColumns) + std::size(kBgwriterColumns) + 4 +
+                       (std::size(kDatabaseColumns) + 1) * rows);
   for (std::size_t i = 0; i < n; ++i) {
     const std::string name(kStatementNames[i]);
     if (i >= results.size()) {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -215,38 +216,68 @@ constexpr bool FieldNamesSorted() {
 }
 static_assert(FieldNamesSorted(), "kFieldNames: sorted by name, indexed by Field");
 
-// The fields grouped by name length. An INFO reply has ~150 lines and names only a few dozen
-// of them: a length and a first character settle nearly every other line without a string
-// compare (a binary search over the names cost ~5 compares per line, most of the parse).
+// The fields in a small hash table: an INFO reply has ~150-400 lines and names only a few
+// dozen fields, so nearly every line must be settled without a string compare. A bucket is
+// chosen by the name's length and three of its characters (a length alone left several
+// candidates per line, a binary search over the names ~5 compares per line); the names in a
+// bucket are then compared in full.
 constexpr std::size_t kMaxFieldName = 40;
-struct FieldsByLength {
-  std::array<std::uint8_t, kMaxFieldName + 2> begin{};  // [begin[n], begin[n + 1]): length n
+constexpr std::size_t kBuckets = 256;
+constexpr std::size_t Bucket(std::string_view name) {
+  const auto c = [&](std::size_t i) {
+    return static_cast<std::size_t>(static_cast<unsigned char>(name[i]));
+  };
+  return (name.size() * 131 + c(0) * 7 + c(name.size() / 2) * 31 + c(name.size() - 1)) % kBuckets;
+}
+struct FieldTable {
+  std::array<std::uint8_t, kBuckets + 1> begin{};  // [begin[b], begin[b + 1]): bucket b
   std::array<std::uint8_t, kFieldCount> field{};
 };
-constexpr FieldsByLength BuildFieldsByLength() {
-  FieldsByLength t;
+constexpr FieldTable BuildFieldTable() {
+  FieldTable t;
   std::size_t next = 0;
-  for (std::size_t len = 0; len <= kMaxFieldName; ++len) {
-    t.begin[len] = static_cast<std::uint8_t>(next);
+  for (std::size_t b = 0; b < kBuckets; ++b) {
+    t.begin[b] = static_cast<std::uint8_t>(next);
     for (const FieldName& f : kFieldNames) {
-      if (f.name.size() == len) t.field[next++] = static_cast<std::uint8_t>(f.field);
+      if (Bucket(f.name) == b) t.field[next++] = static_cast<std::uint8_t>(f.field);
     }
   }
-  t.begin[kMaxFieldName + 1] = static_cast<std::uint8_t>(next);
+  t.begin[kBuckets] = static_cast<std::uint8_t>(next);
   return t;
 }
-constexpr FieldsByLength kFieldsByLength = BuildFieldsByLength();
-static_assert(kFieldsByLength.begin[kMaxFieldName + 1] == kFieldCount,
-              "every field name is at most kMaxFieldName long");
-
-std::optional<Field> LookupField(std::string_view name) {
-  if (name.empty() || name.size() > kMaxFieldName) return std::nullopt;
-  for (std::size_t i = kFieldsByLength.begin[name.size()];
-       i < kFieldsByLength.begin[name.size() + 1]; ++i) {
-    const FieldName& f = kFieldNames[kFieldsByLength.field[i]];
-    if (f.name[0] == name[0] && f.name == name) return f.field;
+constexpr FieldTable kFieldTable = BuildFieldTable();
+static_assert(kFieldTable.begin[kBuckets] == kFieldCount, "every field is in the table");
+constexpr bool FieldNamesShort() {
+  for (const FieldName& f : kFieldNames) {
+    if (f.name.empty() || f.name.size() > kMaxFieldName) return false;
   }
-  return std::nullopt;
+  return true;
+}
+static_assert(FieldNamesShort(), "every field name is 1 to kMaxFieldName long");
+
+// The field named `name`, or kFieldCount.
+Field LookupField(std::string_view name) {
+  if (name.empty() || name.size() > kMaxFieldName) return kFieldCount;
+  const std::size_t b = Bucket(name);
+  for (std::size_t i = kFieldTable.begin[b]; i < kFieldTable.begin[b + 1]; ++i) {
+    const FieldName& f = kFieldNames[kFieldTable.field[i]];
+    if (f.name.size() == name.size() &&
+        std::memcmp(f.name.data(), name.data(), name.size()) == 0) {
+      return f.field;
+    }
+  }
+  return kFieldCount;
+}
+
+// "<prefix><digits>", e.g. "db0", "slave12".
+bool IsNumbered(std::string_view key, std::string_view prefix) {
+  if (key.size() <= prefix.size() || std::memcmp(key.data(), prefix.data(), prefix.size()) != 0) {
+    return false;
+  }
+  for (std::size_t i = prefix.size(); i < key.size(); ++i) {
+    if (key[i] < '0' || key[i] > '9') return false;
+  }
+  return true;
 }
 
 // Fields whose value maps 1:1 to a reading.
@@ -298,15 +329,7 @@ constexpr Status kStatus[] = {
 // Parsing helpers
 
 // A whole string_view as a finite double ("12", "-1", "13.71"); nothing else.
-bool ParseNumber(std::string_view s, double* out) {
-  if (s.empty()) return false;
-  double v = 0;
-  const char* end = s.data() + s.size();
-  auto [p, ec] = std::from_chars(s.data(), end, v);
-  if (ec != std::errc() || p != end || !std::isfinite(v)) return false;
-  *out = v;
-  return true;
-}
+bool ParseNumber(std::string_view s, double* out) { return ParseFiniteNumber(s, out); }
 
 // A value quoted for a warning: bounded and printable.
 std::string Shown(std::string_view s) {
@@ -319,10 +342,6 @@ std::string Shown(std::string_view s) {
   if (s.size() > kMax) out += "...";
   out += "'";
   return out;
-}
-
-bool IsDigits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 // Calls f(key, value) for each "k=v" item of a comma-separated list (a keyspace or a replica
@@ -347,21 +366,20 @@ class Parser {
   ParseResult Run(std::string_view info);
 
  private:
-  void Line(std::string_view line);
+  // One line, without its '\n'.
+  void Line(const char* begin, const char* end);
   void Keyspace(std::string_view db, std::string_view list);
   void Replica(std::string_view slave, std::string_view list);
   void Add(std::string_view metric, double value, std::string_view entity = {}) {
-    Reading r;
+    Reading& r = out_.readings.emplace_back();
     r.metric = metric;  // static: see Reading
-    r.entity = std::string(entity);
+    if (!entity.empty()) r.entity.assign(entity);
     r.value = value;
-    out_.readings.push_back(std::move(r));
   }
   void AddText(std::string_view metric, std::string_view text) {
-    Reading r;
+    Reading& r = out_.readings.emplace_back();
     r.metric = metric;
-    r.text = std::string(text);
-    out_.readings.push_back(std::move(r));
+    r.text.assign(text);
   }
   void Warn(std::string w) { out_.warnings.push_back(std::move(w)); }
   // The field as a number, or nullopt (with a warning when present but unreadable).
@@ -386,24 +404,26 @@ std::optional<double> Parser::Number(Field f) {
   return std::nullopt;
 }
 
-void Parser::Line(std::string_view line) {
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  if (line.empty()) return;
-  if (line.front() == '#') {
-    std::string_view name = line.substr(1);
+void Parser::Line(const char* begin, const char* end) {
+  // Called ~150 times per reply, for a few dozen fields: pointers, no bounds-checked substr.
+  if (end != begin && end[-1] == '\r') --end;
+  if (end == begin) return;
+  if (*begin == '#') {
+    std::string_view name(begin + 1, static_cast<std::size_t>(end - begin - 1));
     while (!name.empty() && name.front() == ' ') name.remove_prefix(1);
     if (name == "Keyspace") keyspace_section_ = true;
     return;
   }
-  std::size_t colon = line.find(':');
-  if (colon == std::string_view::npos || colon == 0) return;  // not a field: ignored
-  std::string_view key = line.substr(0, colon);
-  std::string_view value = line.substr(colon + 1);
-  if (auto f = LookupField(key)) {
-    fields_[*f] = value;  // a repeated field: the last one counts
-  } else if (key.size() > 2 && key.substr(0, 2) == "db" && IsDigits(key.substr(2))) {
+  const auto* colon =
+      static_cast<const char*>(std::memchr(begin, ':', static_cast<std::size_t>(end - begin)));
+  if (colon == nullptr || colon == begin) return;  // not a field: ignored
+  std::string_view key(begin, static_cast<std::size_t>(colon - begin));
+  std::string_view value(colon + 1, static_cast<std::size_t>(end - colon - 1));
+  if (Field f = LookupField(key); f != kFieldCount) {
+    fields_[f] = value;  // a repeated field: the last one counts
+  } else if (key[0] == 'd' && IsNumbered(key, "db")) {
     dbs_.emplace_back(key, value);
-  } else if (key.size() > 5 && key.substr(0, 5) == "slave" && IsDigits(key.substr(5))) {
+  } else if (key[0] == 's' && IsNumbered(key, "slave")) {
     replicas_.emplace_back(key, value);
   }
 }
@@ -485,16 +505,18 @@ ParseResult Parser::Run(std::string_view info) {
     Warn("empty INFO reply");
     return std::move(out_);
   }
-  std::string_view rest = info;
-  while (!rest.empty()) {
-    std::size_t nl = rest.find('\n');
-    if (nl == std::string_view::npos) {
+  const char* p = info.data();
+  const char* const end = p + info.size();
+  while (p != end) {
+    const auto* nl =
+        static_cast<const char*>(std::memchr(p, '\n', static_cast<std::size_t>(end - p)));
+    if (nl == nullptr) {
       Warn("INFO reply does not end with a line end (truncated?): last line ignored: " +
-           Shown(rest));
+           Shown(std::string_view(p, static_cast<std::size_t>(end - p))));
       break;
     }
-    Line(rest.substr(0, nl));
-    rest.remove_prefix(nl + 1);
+    Line(p, nl);
+    p = nl + 1;
   }
 
   // Fields every Redis >= 5.0 has (and, on a replica, the link fields).

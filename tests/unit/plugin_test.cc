@@ -22,5 +22,30 @@ TEST_CASE("URIs in logs hide passwords") {
   CHECK(RedactUri("postgresql://db/x?user=a@b") == "postgresql://db/x?user=a@b");
 }
 
+TEST_CASE("ParseFiniteNumber: whole strings only; the integer fast path agrees with from_chars") {
+  double v = -7;
+  CHECK(ParseFiniteNumber("0", &v));
+  CHECK(v == 0);
+  CHECK(ParseFiniteNumber("123456789012345", &v));  // 15 digits: the digit loop
+  CHECK(v == 123456789012345.0);
+  CHECK(ParseFiniteNumber("1234567890123456789", &v));  // longer: from_chars
+  CHECK(v == 1234567890123456789.0);
+  CHECK(ParseFiniteNumber("-1", &v));
+  CHECK(v == -1);
+  CHECK(ParseFiniteNumber("13.71", &v));
+  CHECK(v == 13.71);
+  CHECK(ParseFiniteNumber("1.5e-05", &v));
+  CHECK(v == 1.5e-05);
+  CHECK(ParseFiniteNumber("007", &v));
+  CHECK(v == 7);
+  v = 42;
+  for (const char* bad :
+       {"", "12x", "x12", " 12", "12 ", "+", "-", "1e999", "inf", "nan", "0/3000000"}) {
+    CAPTURE(bad);
+    CHECK(!ParseFiniteNumber(bad, &v));
+  }
+  CHECK(v == 42);  // untouched on failure
+}
+
 }  // namespace
 }  // namespace trapline::plugins
