@@ -117,12 +117,17 @@ def main():
         server = SshServer(extra_config={"MaxStartups": "2000:30:3000", "MaxSessions": "10",
                                          "Subsystem": "sftp internal-sftp"})
     with server:
+        # The process's own memory (code, libraries, loop, logger), which is not the
+        # connections': RSS with one target, per binary. The figures per connection below
+        # are (RSS - this) / (N - 1).
+        base_rss = {b: run(args.kind, server, 1, 2, tmp, b)["rss_kib"] for b in bins}
         for n in args.targets:
             results = {b: [] for b in bins}
             # Binaries take turns, so that a change in the machine's load hits them alike.
             for _ in range(args.runs):
                 for b in bins:
                     r = run(args.kind, server, n, args.seconds, tmp, b)
+                    r["rss_per_conn_kib"] = (r["rss_kib"] - base_rss[b]) / max(1, n - 1)
                     results[b].append(r)
                     label = f" [{b}]" if len(bins) > 1 else ""
                     print(f"{args.kind}: {r['targets']} targets ({r['connected']} connected): "
@@ -132,7 +137,8 @@ def main():
                           f"{r['collector_cpu_pct']:.1f}% of a core), loop lag p50 "
                           f"{r['lag_p50_ms']} ms p99 {r['lag_p99_ms']} ms max {r['lag_max_ms']} "
                           f"ms, RSS {r['rss_kib']} KiB = {r['rss_per_target_kib']:.1f} KiB per "
-                          f"target{label}", flush=True)
+                          f"target, {r['rss_per_conn_kib']:.1f} KiB per connection above the "
+                          f"{base_rss[b]} KiB of one target{label}", flush=True)
             if args.runs > 1 or len(bins) > 1:
                 for b in bins:
                     rs = results[b]
@@ -141,7 +147,8 @@ def main():
                           f"{med('cpu_us_per_target_s'):.1f} us per target-second (user "
                           f"{med('user_us_per_target_s'):.1f}, kernel "
                           f"{med('sys_us_per_target_s'):.1f}), RSS "
-                          f"{med('rss_per_target_kib'):.1f} KiB per target", flush=True)
+                          f"{med('rss_per_target_kib'):.1f} KiB per target, "
+                          f"{med('rss_per_conn_kib'):.1f} KiB per connection", flush=True)
 
 
 if __name__ == "__main__":
