@@ -81,6 +81,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=20)
     args = ap.parse_args()
+    if min(args.targets) < 2:
+        ap.error("--targets: at least 2 (one session, then N-1 more: see the driver's --sessions)")
     drivers = [d.split("=", 1) for d in args.driver]
     server = SshServer(extra_config={"MaxStartups": "2000:30:3000", "MaxSessions": "10",
                                      "Subsystem": "sftp internal-sftp"})
