@@ -130,9 +130,12 @@ ClusterMember::ClusterMember(uv_loop_t* loop, Collector* collector, std::string 
       collector_(collector),
       name_(std::move(name)),
       options_(std::move(options)),
+      // Retries at least every 4 s: the leader waits that long (kCollectorReconnectGraceMs)
+      // after a registry outage before it calls collectors that have not heartbeat dead.
       pg_(loop, pg::Client::Options{.conninfo = options_.registry,
                                     .name = "registry",
-                                    .application_name = "trapline collector " + name_}),
+                                    .application_name = "trapline collector " + name_,
+                                    .reconnect_max_s = 4}),
       heartbeat_timer_(loop),
       resync_timer_(loop),
       lag_(loop),

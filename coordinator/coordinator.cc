@@ -21,6 +21,9 @@ namespace {
 
 // An overloaded collector sheds at most this often.
 constexpr uint64_t kShedEveryMs = 30000;
+// Collectors retry the registry at least every 4 s (ClusterMember's reconnect_max_s) and
+// heartbeat within a second of reconnecting.
+constexpr uint64_t kCollectorReconnectGraceMs = 5000;
 constexpr double kShedFraction = 0.1;
 
 std::string HostName() {
@@ -489,10 +492,13 @@ void Coordinator::Tick() {
   tick->leadership = leadership_;
   tick->events.takeover = first_tick_;
   // Collectors could not heartbeat while the registry was unreachable from here (probably
-  // from them too): give them one timeout after the connection is back before calling any
-  // of them dead, rather than moving every task at once.
+  // from them too): give them one timeout after the connection is back, plus the time their
+  // own reconnect backoff may take (kCollectorReconnectGraceMs), before calling any of them
+  // dead. A collector called dead while it still samples would have its tasks started
+  // elsewhere: sampled twice until it reconnects and reads its assignments.
   uint64_t timeout_ms = static_cast<uint64_t>(options_.heartbeat_timeout_s * 1000);
-  bool may_mark_dead = uv_now(loop_) >= registry_up_since_ms_ + timeout_ms;
+  bool may_mark_dead =
+      uv_now(loop_) >= registry_up_since_ms_ + timeout_ms + kCollectorReconnectGraceMs;
   registry_.Query("mark collectors", kLivenessSql,
                   {std::to_string(options_.heartbeat_timeout_s), may_mark_dead ? "true" : "false"},
                   [this, tick](Result<pg::Rows> r) {

@@ -267,6 +267,7 @@ def ctx_hosts_cached(ctx, collector):
 def check_registry_down(ctx):
     # Where each host runs, read before the registry goes (for diagnostics).
     ctx.placed = {n: ctx.hosts_of(n) for n in ("c2", "c3", "c4")}
+    placed_before = ctx.placements()
     hb = {n: ctx.sql_value(f"SELECT extract(epoch FROM last_heartbeat) FROM collectors WHERE name = '{n}'")
           for n in ("c2", "c3", "c4")}
     ctx.pg.stop()
@@ -295,6 +296,17 @@ def check_registry_down(ctx):
         wait_until(lambda: float(ctx.sql_value(
             f"SELECT extract(epoch FROM last_heartbeat) FROM collectors WHERE name = '{n}'")) > float(before) + 20,
             20, f"{n} heartbeats again")
+    # Nobody was called dead for the outage, so nothing moved (a collector called dead while it
+    # still samples would have its tasks sampled twice).
+    time.sleep(9)
+    after = ctx.placements()
+    if after != placed_before:
+        for k in ("k1", "k2"):
+            log = ctx.procs[k].stderr()
+            say(f"{k}: " + "\n".join(l for l in log.splitlines()
+                                     if any(w in l for w in ("dead", "assign", "leader", "registry")))[-3000:])
+    check(after == placed_before,
+          lambda: f"tasks moved after the registry came back: {placed_before} -> {after}")
 
 
 def check_zabbix_history(ctx):
