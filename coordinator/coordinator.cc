@@ -423,6 +423,7 @@ void Coordinator::OnRegistryState(bool connected, const Status& why) {
     spdlog::debug("[coordinator] registry: {}", why.message());
     return;
   }
+  registry_reconnected_ = registry_up_since_ms_ != 0;
   registry_up_since_ms_ = uv_now(loop_);
   spdlog::info("[coordinator] registry: connected");
   if (!migrated_ && !migrating_) Migrate();
@@ -493,12 +494,13 @@ void Coordinator::Tick() {
   tick->events.takeover = first_tick_;
   // Collectors could not heartbeat while the registry was unreachable from here (probably
   // from them too): give them one timeout after the connection is back, plus the time their
-  // own reconnect backoff may take (kCollectorReconnectGraceMs), before calling any of them
-  // dead. A collector called dead while it still samples would have its tasks started
-  // elsewhere: sampled twice until it reconnects and reads its assignments.
+  // own reconnect backoff may take (kCollectorReconnectGraceMs, after a lost connection),
+  // before calling any of them dead. A collector called dead while it still samples would
+  // have its tasks started elsewhere: sampled twice until it reconnects and reads its
+  // assignments.
   uint64_t timeout_ms = static_cast<uint64_t>(options_.heartbeat_timeout_s * 1000);
-  bool may_mark_dead =
-      uv_now(loop_) >= registry_up_since_ms_ + timeout_ms + kCollectorReconnectGraceMs;
+  uint64_t grace_ms = timeout_ms + (registry_reconnected_ ? kCollectorReconnectGraceMs : 0);
+  bool may_mark_dead = uv_now(loop_) >= registry_up_since_ms_ + grace_ms;
   registry_.Query("mark collectors", kLivenessSql,
                   {std::to_string(options_.heartbeat_timeout_s), may_mark_dead ? "true" : "false"},
                   [this, tick](Result<pg::Rows> r) {

@@ -178,6 +178,7 @@ class Coordinator {
   uint64_t last_cost_refresh_ms_ = 0;
   size_t last_unassigned_ = 0;
   uint64_t registry_up_since_ms_ = 0;  // loop time of the last registry (re)connection
+  bool registry_reconnected_ = false;   // the registry connection was lost at least once
 };
 
 }  // namespace coordinator
