@@ -196,6 +196,25 @@ class BackgroundProc:
                 f"{self.stderr()[-3000:].rstrip()}\n---")
 
 
+class LongLivedProc(BackgroundProc):
+    """A server-like process (coordinator, collector) that lives across checks: run_checks
+    ends the other BackgroundProcs after each check, not these; the test's teardown calls
+    end() on each."""
+
+    def __init__(self, argv, workdir: str, name: str):
+        super().__init__(argv, workdir, name)
+        _live.pop(self.pid, None)
+
+    def end(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 15 s."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+
+
 def sender_lines(values, with_ns: bool = True) -> str:
     """'<host> <key> <clock> [<ns>] <value>' lines for `trapline send -T [-N]`."""
     out = []

@@ -27,34 +27,16 @@ sampled the task in the same interval (a duplicate); seconds without a value are
 """
 
 import os
-import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BackgroundProc, check, make_tmp, run_checks, say, trapline_bin, wait_until  # noqa: E402
-from common import _live as live  # noqa: E402
+from common import LongLivedProc, check, make_tmp, run_checks, say, trapline_bin, wait_until  # noqa: E402
 from harness import HOST, PostgresServer, RedisServer, ZabbixStack  # noqa: E402
 
 REDIS_PASSWORD = "cz-redis-pw"
 HOSTS = [f"h{i}" for i in range(1, 13)]
 KEY = "redis.memory.max"
-
-
-class Proc(BackgroundProc):
-    """A process that lives across checks (Ctx.close() ends it)."""
-
-    def __init__(self, argv, workdir, name):
-        super().__init__(argv, workdir, name)
-        live.pop(self.pid, None)
-
-    def end(self):
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(15)
-            except Exception:
-                self.popen.kill()
 
 
 class Ctx:
@@ -104,7 +86,7 @@ password_file = "{self.zbx_pw}"
 trapper_hosts = "127.0.0.1"
 host_group = "trapline cluster"
 """)
-        self.procs[name] = Proc([trapline_bin(), "coordinator", "--config", conf], self.tmp, name)
+        self.procs[name] = LongLivedProc([trapline_bin(), "coordinator", "--config", conf], self.tmp, name)
 
     def start_collector(self, name, weight):
         conf = os.path.join(self.tmp, f"{name}.toml")
@@ -124,7 +106,7 @@ heartbeat = 0.5
 resync = 5
 secrets_dir = "{self.tmp}/{name}-secrets"
 """)
-        self.procs[name] = Proc([trapline_bin(), "collector", "--config", conf], self.tmp, name)
+        self.procs[name] = LongLivedProc([trapline_bin(), "collector", "--config", conf], self.tmp, name)
 
     def sql(self, text):
         return self.pg.psql(text, db="trapline")

@@ -24,34 +24,16 @@ host) are the tasks; value sets every 2 s. Everything on 127.0.0.1, started by t
 """
 
 import os
-import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    BackgroundProc, check, make_tmp, run_checks, say, trapline_bin, wait_until)
-from common import _live as live  # noqa: E402
+    LongLivedProc, check, make_tmp, run_checks, say, trapline_bin, wait_until)
 from harness import HOST, PostgresServer, RedisServer  # noqa: E402
 
 REDIS_PASSWORD = "redis-pw-4d"
 HOSTS = [f"h{i}" for i in range(1, 13)]
-
-
-class Proc(BackgroundProc):
-    """A process that lives across checks (Ctx.close() ends it)."""
-
-    def __init__(self, argv, workdir, name):
-        super().__init__(argv, workdir, name)
-        live.pop(self.pid, None)
-
-    def end(self):
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(15)
-            except Exception:
-                self.popen.kill()
 
 
 class Ctx:
@@ -87,7 +69,7 @@ INSERT INTO services (host_id, plugin, port, uri, credential_profile_id, enabled
             # cost; refining costs from measurements is test_coordinator's test_costs_refined.
             f.write(f'[coordinator]\nname = "{name}"\nregistry = "{self.dsn}"\nheartbeat_timeout = 3\n'
                     'cost_refresh = 0\n')
-        self.procs[name] = Proc([trapline_bin(), "coordinator", "--config", conf], self.tmp, name)
+        self.procs[name] = LongLivedProc([trapline_bin(), "coordinator", "--config", conf], self.tmp, name)
 
     def leader(self):
         return self.sql_value("SELECT name FROM coordinator_leader")
@@ -116,7 +98,7 @@ resync = 5
 secrets_dir = "{self.tmp}/{name}-secrets"
 """)
         # Value sets every 2 s (the task's options could say so too; the default is 60 s).
-        self.procs[name] = Proc([trapline_bin(), "collector", "--config", conf, "--dry-run"],
+        self.procs[name] = LongLivedProc([trapline_bin(), "collector", "--config", conf, "--dry-run"],
                                 self.tmp, name)
 
     def tasks_by_collector(self):

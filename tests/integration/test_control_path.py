@@ -18,25 +18,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BackgroundProc, check, make_tmp, run_checks, say, trapline_bin, wait_until  # noqa: E402
-from common import _live as live  # noqa: E402
+from common import LongLivedProc, check, make_tmp, run_checks, say, trapline_bin, wait_until  # noqa: E402
 from harness import HOST, PostgresServer, RedisServer, ZabbixStack  # noqa: E402
 
 REDIS_PASSWORD = "cp-redis-pw"
-
-
-class Proc(BackgroundProc):
-    def __init__(self, argv, workdir, name):
-        super().__init__(argv, workdir, name)
-        live.pop(self.pid, None)
-
-    def end(self):
-        if self.alive():
-            self.popen.terminate()
-            try:
-                self.popen.wait(15)
-            except Exception:
-                self.popen.kill()
 
 
 class Ctx:
@@ -66,7 +51,7 @@ password_file = "{pw}"
 trapper_hosts = "127.0.0.1"
 host_group = "trapline cluster"
 """)
-        self.coordinator = Proc([trapline_bin(), "coordinator", "--config", conf], self.tmp, "k1")
+        self.coordinator = LongLivedProc([trapline_bin(), "coordinator", "--config", conf], self.tmp, "k1")
         wait_until(lambda: self.sql_value("SELECT to_regclass('tasks') IS NOT NULL") == "t", 30,
                    "registry migrated")
         conf = os.path.join(self.tmp, "c1.toml")
@@ -83,7 +68,7 @@ spool_dir = "{self.tmp}/spool"
 registry = "{dsn}"
 secrets_dir = "{self.tmp}/secrets"
 """)
-        self.collector = Proc([trapline_bin(), "collector", "--config", conf], self.tmp, "c1")
+        self.collector = LongLivedProc([trapline_bin(), "collector", "--config", conf], self.tmp, "c1")
 
     def sql(self, text):
         return self.pg.psql(text, db="trapline")
