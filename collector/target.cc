@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <random>
+#include <string_view>
 
 namespace trapline {
 
@@ -16,6 +17,13 @@ std::string RedactUri(const std::string& uri) {
   size_t colon = uri.find(':', start);
   if (colon == std::string::npos || colon > at) return uri;
   return uri.substr(0, colon + 1) + "***" + uri.substr(at);
+}
+
+uint64_t TickSlot(std::string_view key, uint64_t slots) {
+  // FNV-1a: the same on every collector, whatever its build (std::hash is not).
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
+  return h % slots;
 }
 
 ZbxTime WallClockNow() {
@@ -59,13 +67,18 @@ void TargetBase::Connected() {
     spdlog::info("[target] {} {}: connected", config_.Name(), RedactUri(config_.uri));
   }
   NotifyState();
-  // Ticks on the period. The first comes in a random slot of the first period, so that many
-  // targets connected together do not all tick in the same loop iteration (a lag spike), while
-  // those in the same slot share one.
-  static thread_local std::minstd_rand phase_rng{std::random_device{}()};
+  // Ticks on the period, at a phase of the wall-clock second that depends only on the target
+  // (its slot is a hash of its name and URI). Targets spread over the period, so that many
+  // connected together do not all tick in the same loop iteration (a lag spike), while those
+  // in the same slot share one. And a task handed to another collector keeps its phase: the
+  // new collector starts it only after the old one stopped, so its first sample comes at least
+  // a period after the old one's last, never a fraction of a second after it.
   uint64_t slots = std::max<uint64_t>(1, period_ms_ / kTickSlotMs);
-  uint64_t slot = std::uniform_int_distribution<uint64_t>(0, slots - 1)(phase_rng);
-  next_tick_ms_ = (uv_now(loop_) / kTickSlotMs + 1 + slot) * kTickSlotMs;
+  uint64_t phase_ms = TickSlot(config_.Name() + " " + config_.uri, slots) * kTickSlotMs;
+  ZbxTime wall = WallClockNow();
+  uint64_t wall_ms = static_cast<uint64_t>(wall.clock) * 1000 + static_cast<uint64_t>(wall.ns) / 1000000;
+  uint64_t until = (phase_ms + period_ms_ - wall_ms % period_ms_) % period_ms_;
+  next_tick_ms_ = (uv_now(loop_) + until + kTickSlotMs / 2) / kTickSlotMs * kTickSlotMs;
   tick_in_progress_ = false;
   ArmTimer();
 }

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "collector/value_set.h"
 #include "common/log.h"
@@ -63,6 +64,10 @@ struct ConnectionState {
 
 // The URI with any password replaced by "***", for logs and status.
 std::string RedactUri(const std::string& uri);
+
+// The tick slot of a target among `slots` (a stable hash of `key`, the same on every
+// collector), so that its ticks keep their phase of the second wherever it runs.
+uint64_t TickSlot(std::string_view key, uint64_t slots);
 
 // Current wall-clock time as Zabbix stores it.
 ZbxTime WallClockNow();

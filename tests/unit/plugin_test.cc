@@ -4,6 +4,10 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 namespace trapline::plugins {
 namespace {
 
@@ -20,6 +24,18 @@ TEST_CASE("URIs in logs hide passwords") {
   CHECK(RedactUri("ssh://monitor@web01:22") == "ssh://monitor@web01:22");
   CHECK(RedactUri("redis://127.0.0.1:6379") == "redis://127.0.0.1:6379");
   CHECK(RedactUri("postgresql://db/x?user=a@b") == "postgresql://db/x?user=a@b");
+}
+
+TEST_CASE("TickSlot: stable across builds (FNV-1a), spread over the slots") {
+  // FNV-1a 64 of "" and "a" are published constants: a change here would move every task's
+  // phase and break hand-overs between collectors of different builds.
+  CHECK(TickSlot("", ~uint64_t{0}) == 14695981039346656037ull % ~uint64_t{0});
+  CHECK(TickSlot("a", ~uint64_t{0}) == 0xaf63dc4c8601ec8cull % ~uint64_t{0});
+  CHECK(TickSlot("h1/redis redis://127.0.0.1:6379", 1) == 0);
+  std::vector<int> count(100);
+  for (int i = 0; i < 10000; ++i) ++count[TickSlot("host" + std::to_string(i) + "/linux ssh://m@x:22", 100)];
+  CHECK(*std::min_element(count.begin(), count.end()) > 50);
+  CHECK(*std::max_element(count.begin(), count.end()) < 150);
 }
 
 TEST_CASE("ParseFiniteNumber: whole strings only; the integer fast path agrees with from_chars") {
