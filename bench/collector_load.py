@@ -37,12 +37,17 @@ def cpu_seconds(pid):
     return int(rest[11]) / TICK, int(rest[12]) / TICK
 
 
-def rss_kib(pid):
+def status_field(pid, name):
+    """A number from /proc/PID/status (VmRSS in KiB, voluntary_ctxt_switches, ...)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(name + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_kib(pid):
+    return status_field(pid, "VmRSS")
 
 
 def target_entries(kind, server, n, tmp):
@@ -74,8 +79,10 @@ def run(kind, server, n, seconds, tmp, trapline=TRAPLINE):
         time.sleep(min(15, 3 + n / 100))
         rss0 = rss_kib(proc.pid)
         c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        w0 = status_field(proc.pid, "voluntary_ctxt_switches")
         time.sleep(seconds)
         c1, t1 = cpu_seconds(proc.pid), time.monotonic()
+        w1 = status_field(proc.pid, "voluntary_ctxt_switches")
         rss1 = rss_kib(proc.pid)
     finally:
         proc.terminate()
@@ -90,7 +97,7 @@ def run(kind, server, n, seconds, tmp, trapline=TRAPLINE):
     return {"targets": n, "connected": connected, "cpu_us_per_target_s": cpu_per_target_s,
             "user_us_per_target_s": user, "sys_us_per_target_s": sys_,
             "lag_p50_ms": p50, "lag_p99_ms": p99, "lag_max_ms": lmax, "rss_kib": rss1,
-            "rss_per_target_kib": rss1 / n,
+            "rss_per_target_kib": rss1 / n, "wakeups_per_s": (w1 - w0) / (t1 - t0),
             "collector_cpu_pct": 100 * (sum(c1) - sum(c0)) / (t1 - t0)}
 
 
@@ -134,7 +141,7 @@ def main():
                           f"{r['cpu_us_per_target_s']:.1f} us CPU per target-second "
                           f"(user {r['user_us_per_target_s']:.1f}, kernel "
                           f"{r['sys_us_per_target_s']:.1f}; collector "
-                          f"{r['collector_cpu_pct']:.1f}% of a core), loop lag p50 "
+                          f"{r['collector_cpu_pct']:.1f}% of a core; {r['wakeups_per_s']:.0f} wake-ups/s), loop lag p50 "
                           f"{r['lag_p50_ms']} ms p99 {r['lag_p99_ms']} ms max {r['lag_max_ms']} "
                           f"ms, RSS {r['rss_kib']} KiB = {r['rss_per_target_kib']:.1f} KiB per "
                           f"target, {r['rss_per_conn_kib']:.1f} KiB per connection above the "

@@ -1,6 +1,7 @@
 #include "collector/collector.h"
 
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 
@@ -84,6 +85,7 @@ Result<CollectorOptions> CollectorOptions::FromConfig(ConfigTable* root) {
   TRAPLINE_ASSIGN_OR_RETURN(o.log_level, col->GetString("log_level", o.log_level));
   TRAPLINE_ASSIGN_OR_RETURN(o.stats_interval_s, col->GetDouble("stats_interval", 60, 1, 86400));
   TRAPLINE_ASSIGN_OR_RETURN(o.metrics_listen, col->GetString("metrics_listen", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(o.reply_batch_ms, col->GetDouble("reply_batch_ms", 2, 0, 50));
   TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * sender, root->GetTable("sender"));
   TRAPLINE_ASSIGN_OR_RETURN(o.sender, SenderOptions::FromConfig(sender));
   TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * cl, root->GetTable("cluster"));
@@ -105,6 +107,27 @@ Result<CollectorOptions> CollectorOptions::FromConfig(ConfigTable* root) {
 Result<CollectorOptions> CollectorOptions::FromConfigFile(const std::string& path) {
   TRAPLINE_ASSIGN_OR_RETURN(ConfigTable root, ConfigTable::LoadFile(path));
   return FromConfig(&root);
+}
+
+ReplyBatcher::ReplyBatcher(uv_loop_t* loop, double window_ms)
+    : loop_(loop),
+      window_ns_(static_cast<uint64_t>(window_ms * 1e6)),
+      prepare_(loop, [this] { BeforePoll(); }) {
+  prepare_.Unref();
+}
+
+void ReplyBatcher::BeforePoll() {
+  const TargetBase::TickCounts& ticks = TargetBase::ThreadTickCounts();
+  bool progress = ticks.ended != ended_seen_;
+  ended_seen_ = ticks.ended;
+  if (window_ns_ == 0 || !progress || ticks.in_flight == 0) return;
+  int timeout_ms = uv_backend_timeout(loop_);  // -1: no timer; 0: the poll will not block
+  if (timeout_ms == 0) return;
+  uint64_t ns = window_ns_;
+  if (timeout_ms > 0) ns = std::min<uint64_t>(ns, static_cast<uint64_t>(timeout_ms) * 1000000);
+  timespec pause{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+  nanosleep(&pause, nullptr);
+  ++pauses_;
 }
 
 LoopLagMonitor::LoopLagMonitor(uv_loop_t* loop, uint64_t period_ms)
@@ -194,6 +217,7 @@ Collector::Collector(uv_loop_t* loop, CollectorOptions options, bool dry_run, st
       dry_run_(dry_run),
       out_(out),
       lag_(loop),
+      batcher_(loop, options_.reply_batch_ms),
       stats_timer_(loop) {}
 
 Collector::~Collector() = default;

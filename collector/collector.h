@@ -40,6 +40,7 @@ struct CollectorOptions {
   std::string log_level = "info";
   double stats_interval_s = 60;  // how often the self-watch line is logged
   std::string metrics_listen;    // "127.0.0.1:9464": serve Prometheus /metrics there; "" = off
+  double reply_batch_ms = 2;     // ReplyBatcher's window; 0 = read each reply as it comes
   SenderOptions sender;
   ClusterOptions cluster;
   std::vector<TargetConfig> targets;
@@ -86,6 +87,30 @@ class LoopLagMonitor {
   size_t recent_next_ = 0;
   double total_ms_ = 0;
   uint64_t total_samples_ = 0;
+};
+
+// Reads replies in batches. The ticks of a slot send their requests together; the replies come
+// back one by one as the servers answer them, and a loop that polls as soon as one is ready
+// wakes once per reply. A wake-up from idle costs 17-45 us of CPU on a virtual machine, more
+// than a Redis tick's own work. So before the loop polls, if the last iteration ended ticks
+// while others still wait for their replies, the thread pauses for `window_ms` (never past the
+// next timer) and the poll then reads all that arrived meanwhile: a few wake-ups per slot
+// instead of one per reply, for at most `window_ms` of latency. An iteration that ended no
+// tick polls at once, so a server that never answers does not make the loop spin.
+class ReplyBatcher {
+ public:
+  // window_ms == 0: off.
+  ReplyBatcher(uv_loop_t* loop, double window_ms);
+  uint64_t pauses() const { return pauses_; }
+
+ private:
+  void BeforePoll();
+
+  uv_loop_t* loop_;
+  uint64_t window_ns_;
+  uint64_t ended_seen_ = 0;
+  uint64_t pauses_ = 0;
+  Prepare prepare_;
 };
 
 // The kind of target that serves a plugin ("linux" -> SSH, ...), or an error naming the
@@ -149,6 +174,7 @@ class Collector {
   bool started_ = false;
   EntitiesFn on_entities_;
   LoopLagMonitor lag_;
+  ReplyBatcher batcher_;
   Timer stats_timer_;
   double last_cpu_s_ = 0;
   uint64_t last_stats_ms_ = 0;

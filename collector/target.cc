@@ -40,7 +40,20 @@ TargetBase::TargetBase(uv_loop_t* loop, TargetConfig config, DeliverFn deliver)
       reconnect_timer_(loop),
       period_ms_(std::max<uint64_t>(1, static_cast<uint64_t>(config_.period_s * 1000))) {}
 
-TargetBase::~TargetBase() = default;
+thread_local TargetBase::TickCounts TargetBase::tick_counts_;
+
+TargetBase::~TargetBase() { SetTickInProgress(false); }
+
+void TargetBase::SetTickInProgress(bool on) {
+  if (on == tick_in_progress_) return;
+  tick_in_progress_ = on;
+  if (on) {
+    ++tick_counts_.in_flight;
+  } else {
+    --tick_counts_.in_flight;
+    ++tick_counts_.ended;
+  }
+}
 
 void TargetBase::Start() {
   // Connection starts are paced, kStartSpacingMs apart on this thread's loop: a collector
@@ -79,7 +92,7 @@ void TargetBase::Connected() {
   uint64_t wall_ms = static_cast<uint64_t>(wall.clock) * 1000 + static_cast<uint64_t>(wall.ns) / 1000000;
   uint64_t until = (phase_ms + period_ms_ - wall_ms % period_ms_) % period_ms_;
   next_tick_ms_ = (uv_now(loop_) + until + kTickSlotMs / 2) / kTickSlotMs * kTickSlotMs;
-  tick_in_progress_ = false;
+  SetTickInProgress(false);
   ArmTimer();
 }
 
@@ -109,7 +122,7 @@ void TargetBase::OnTimer() {
     ++state_.ticks_skipped;
     return ArmTimer();
   }
-  tick_in_progress_ = true;
+  SetTickInProgress(true);
   tick_deadline_ms_ = now + timeout_ms();
   ArmTimer();
   // Tick() may end in Deliver() or Failed(), which may destroy the target: nothing after it.
@@ -119,14 +132,14 @@ void TargetBase::OnTimer() {
 void TargetBase::Deliver(plugins::ParseResult result) {
   // The timer may still be armed for this tick's deadline: it then finds no tick in progress
   // and arms itself for the next tick.
-  tick_in_progress_ = false;
+  SetTickInProgress(false);
   ++state_.ticks;
   if (deliver_) deliver_(WallClockNow(), std::move(result));
 }
 
 void TargetBase::Failed(const Status& st) {
   tick_timer_.Stop();
-  tick_in_progress_ = false;
+  SetTickInProgress(false);
   bool was_connected = state_.connected;
   state_.connected = false;
   state_.last_error = st.message();

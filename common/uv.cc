@@ -83,6 +83,20 @@ bool Timer::active() const {
 
 void Timer::Unref() { uv_unref(reinterpret_cast<uv_handle_t*>(&block_->handle)); }
 
+Prepare::Prepare(uv_loop_t* loop, std::function<void()> cb) : block_(new Block{}) {
+  uv_prepare_init(loop, &block_->handle);  // cannot fail
+  block_->handle.data = block_;
+  block_->callback = std::move(cb);
+  uv_prepare_start(&block_->handle, [](uv_prepare_t* p) {
+    auto* b = static_cast<Block*>(p->data);
+    if (b->callback) b->callback();
+  });
+}
+
+Prepare::~Prepare() { internal::CloseAndFree(block_); }
+
+void Prepare::Unref() { uv_unref(reinterpret_cast<uv_handle_t*>(&block_->handle)); }
+
 SocketWatcher::SocketWatcher(uv_loop_t* loop, int fd, Callback cb) {
   auto* block = new Block{};
   int rc = uv_poll_init_socket(loop, &block->handle, fd);

@@ -86,6 +86,21 @@ class Timer {
   Block* block_;
 };
 
+// Calls back once per loop iteration, right before the loop polls for I/O.
+class Prepare {
+ public:
+  Prepare(uv_loop_t* loop, std::function<void()> cb);
+  ~Prepare();
+  Prepare(const Prepare&) = delete;
+  Prepare& operator=(const Prepare&) = delete;
+  // Lets the loop exit while only this handle is left.
+  void Unref();
+
+ private:
+  using Block = internal::HandleBlock<uv_prepare_t, std::function<void()>>;
+  Block* block_;
+};
+
 // Watches one socket for readability/writability: the single mechanism that libssh2
 // (block_directions), libpq (PQconnectPoll/PQflush), hiredis (addRead/addWrite) and libcurl
 // (CURLMOPT_SOCKETFUNCTION) all need. One watcher per socket.
