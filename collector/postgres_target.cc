@@ -323,19 +323,25 @@ void PostgresTarget::Tick() {
   if (conn_ == nullptr || phase_ != Phase::kReady) {
     return Failed(Status::Internal("tick without a ready connection"));
   }
-  std::vector<std::string> statements;
+  // The plugin's statements depend on the server version only: built once per connection.
+  if (tick_statements_version_ != server_version_) {
+    tick_statements_ = postgres::SplitStatements(pgp::TickQueries(server_version_));
+    tick_text_query_ = pgp::TickQueryText(server_version_);
+    tick_statements_version_ = server_version_;
+  }
+  fallback_warning_.clear();
+  SendTick(split_ticks_left_ == 0);
+}
+
+void PostgresTarget::SendTick(bool text_query) {
+  std::string setup;
   if (!session_set_up_) {
     // The server cancels a hung statement by itself, well before our own tick deadline.
     uint64_t ms = std::max<uint64_t>(100, timeout_ms() * 8 / 10);
-    statements.push_back("SET statement_timeout = " + std::to_string(ms));
+    setup = "SET statement_timeout = " + std::to_string(ms);
     session_set_up_ = true;
   }
-  setup_statements_ = statements.size();
-  // The plugin's statements depend on the server version only: split once per connection.
-  if (tick_statements_version_ != server_version_) {
-    tick_statements_ = postgres::SplitStatements(pgp::TickQueries(server_version_));
-    tick_statements_version_ = server_version_;
-  }
+  setup_statements_ = setup.empty() ? 0 : 1;
   // libpq (before 17) flushes at every PQpipelineSync: one send per statement, each a TCP
   // segment that wakes the backend. Corked, the kernel sends them as one when uncorked (for a
   // Unix socket the option fails and nothing changes).
@@ -348,15 +354,21 @@ void PostgresTarget::Tick() {
            PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 0) == 1 &&
            PQpipelineSync(conn_) == 1;
   };
-  for (const auto& sql : statements) send(sql);
-  for (const auto& sql : tick_statements_) send(sql);
+  if (!setup.empty()) send(setup);
+  if (text_query) {
+    send(tick_text_query_);
+  } else {
+    for (const auto& sql : tick_statements_) send(sql);
+  }
   int off = 0;
   (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off));
   if (!sent) return Failed(ConnectionLost("sending the tick's queries"));
-  statements_ = statements.size() + tick_statements_.size();
+  text_query_ = text_query;
+  statements_ = setup_statements_ + (text_query ? 1 : tick_statements_.size());
   current_ = 0;
   current_has_result_ = false;
-  results_used_ = 0;
+  results_.clear();
+  text_error_.clear();
   phase_ = Phase::kBusy;
   if (Status f = Flush(); !f.ok()) return Failed(f);
 }
@@ -397,10 +409,11 @@ Result<bool> PostgresTarget::Drain() {
     if (st == PGRES_PIPELINE_SYNC) {
       PQclear(res);
       if (current_ >= setup_statements_ && !current_has_result_) {
-        pgp::ResultSet* none = NextResult();
-        none->columns.clear();
-        none->rows.clear();
-        none->error = "no result";
+        if (text_query_) {
+          text_error_ = "no result";
+        } else {
+          results_.emplace_back().error = "no result";
+        }
       }
       ++current_;
       current_has_result_ = false;
@@ -424,7 +437,7 @@ Result<bool> PostgresTarget::Drain() {
                      postgres::OneLine(PQresultErrorMessage(res)));
       }
     } else if (!current_has_result_) {
-      postgres::ReadResultSet(res, NextResult());
+      TakeResult(res);
     }
     current_has_result_ = true;
     PQclear(res);
@@ -432,16 +445,51 @@ Result<bool> PostgresTarget::Drain() {
   return true;
 }
 
-pgp::ResultSet* PostgresTarget::NextResult() {
-  if (results_used_ == results_.size()) results_.emplace_back();
-  return &results_[results_used_++];
+void PostgresTarget::TakeResult(const pg_result* cres) {
+  if (!text_query_) {
+    postgres::ReadResultSet(cres, &results_.emplace_back());
+    return;
+  }
+  auto* res = const_cast<PGresult*>(cres);
+  if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 1 &&
+      !PQgetisnull(res, 0, 0)) {
+    // Parsed where libpq holds it: no copy of the text.
+    parsed_ = pgp::ParseTickText(
+        server_version_, std::string_view(PQgetvalue(res, 0, 0),
+                                          static_cast<size_t>(PQgetlength(res, 0, 0))));
+    return;
+  }
+  pgp::ResultSet rs;
+  postgres::ReadResultSet(cres, &rs);
+  text_error_ = !rs.error.empty() ? rs.error : "not one text value";
 }
 
 void PostgresTarget::FinishTick() {
+  if (text_query_ && !text_error_.empty()) {
+    // One error fails the whole statement: send the statements one by one now, in the same
+    // tick (its deadline still runs), so that only the failing one is lost, and for the next
+    // kSplitTicksAfterError ticks.
+    spdlog::debug("[postgres] {}: tick statement failed: {}", config().Name(), text_error_);
+    fallback_warning_ = "tick query failed (" + text_error_ +
+                        "): its statements were run one by one";
+    split_ticks_left_ = kSplitTicksAfterError;
+    return SendTick(false);
+  }
   phase_ = Phase::kReady;
   if (Status w = WatchSocket(true, false); !w.ok()) return Failed(w);
-  results_.resize(results_used_);  // never more than the last tick, as a rule
-  plugins::ParseResult parsed = pgp::ParseTick(server_version_, results_);
+  plugins::ParseResult parsed;
+  if (text_query_) {
+    parsed = std::move(parsed_);
+    parsed_ = {};
+  } else {
+    parsed = pgp::ParseTick(server_version_, results_);
+    results_ = {};
+    if (split_ticks_left_ > 0) --split_ticks_left_;
+  }
+  if (!fallback_warning_.empty()) {
+    parsed.warnings.insert(parsed.warnings.begin(), std::move(fallback_warning_));
+    fallback_warning_.clear();
+  }
   // Deliver may destroy this target: nothing after it.
   Deliver(std::move(parsed));
 }
@@ -494,7 +542,8 @@ void PostgresTarget::Disconnect() {
   statements_ = setup_statements_ = current_ = 0;
   current_has_result_ = false;
   results_ = {};
-  results_used_ = 0;
+  parsed_ = {};
+  split_ticks_left_ = 0;
 }
 
 }  // namespace trapline

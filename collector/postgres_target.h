@@ -17,16 +17,21 @@
 //    the whole attempt.
 //  - kReady: nonblocking, pipeline mode; the socket is watched for readability only, so a
 //    server that goes away between ticks (restart, pg_terminate_backend) is noticed at once.
-//  - kBusy: each statement of the plugin's TickQueries() is sent with PQsendQueryParams and
-//    followed by its own PQpipelineSync; PQflush runs until it returns 0 (writable is watched
-//    while it returns 1); then PQconsumeInput / PQisBusy / PQgetResult collect one ResultSet per
-//    statement. Everything is written before any reply is awaited: one round trip.
+//  - kBusy: the plugin's TickQueryText() (its statements as one statement returning one text
+//    value) is sent with PQsendQueryParams and a PQpipelineSync; PQflush runs until it returns
+//    0 (writable is watched while it returns 1); then PQconsumeInput / PQisBusy / PQgetResult
+//    collect its one result, parsed in place by ParseTickText. One round trip, one PGresult of
+//    one value per tick: libpq's parsing of six result sets of ~60 values was most of a tick's
+//    CPU.
 //
-// Why a sync after every statement: in a multi-statement simple query (and in a pipeline with
-// one sync at the end) an error in one statement aborts all the later ones; with a sync after
-// each statement every statement is its own implicit transaction, so a permission error on
-// one view (e.g. a DBA revoked SELECT on pg_stat_replication) costs that statement only, and
-// the rest is still delivered, with a warning from the plugin's parser.
+// Why the statements one by one after an error: one statement is one implicit transaction,
+// so an error anywhere in it (a DBA revoked SELECT on pg_stat_replication, a statement_timeout,
+// a database dropped under pg_database_size) fails all of it. Then the plugin's TickQueries()
+// statements are sent at once in the same tick, each with its own PQpipelineSync, so each is
+// its own implicit transaction: the error costs that statement only, and the rest is still
+// delivered, with a warning from the plugin's parser (and one saying why the one statement
+// failed). The next kSplitTicksAfterError ticks send the statements one by one too, then the
+// one statement is tried again.
 //
 // The session also gets statement_timeout = 80% of timeout_s (sent in the first tick's
 // pipeline), so that the server cancels a statement that hangs (a lock, a slow
@@ -111,8 +116,7 @@ std::vector<std::string> SplitStatements(std::string_view sql);
 // for PGRES_FATAL_ERROR the primary message and SQLSTATE in `error`.
 // REQUIRES: result != nullptr.
 plugins::postgresql::ResultSet ToResultSet(const pg_result* result);
-// The same into *rs, reusing the storage of what it held (the collector keeps one ResultSet
-// per statement across ticks: same columns, same rows, no allocation).
+// The same into *rs, reusing the storage of what it held.
 // REQUIRES: result != nullptr, rs != nullptr.
 void ReadResultSet(const pg_result* result, plugins::postgresql::ResultSet* rs);
 
@@ -146,10 +150,13 @@ class PostgresTarget : public TargetBase {
   Status WatchSocket(bool readable, bool writable);
   // PQflush once; watches writable too while libpq has unsent data.
   Status Flush();
+  // Sends the tick's statements: TickQueryText's one statement (text_query), or
+  // TickQueries' statements one by one.
+  void SendTick(bool text_query);
   // Collects results while libpq has them; true when the tick's last result is in.
   Result<bool> Drain();
-  // The ResultSet for the next statement's result (reused from an earlier tick when there is one).
-  plugins::postgresql::ResultSet* NextResult();
+  // One statement's result (not the setup's) as this tick's text value or ResultSet.
+  void TakeResult(const pg_result* res);
   void FinishTick();
   Status ConnectionLost(std::string_view what) const;
   static void OnNotice(void* arg, const pg_result* notice);
@@ -163,19 +170,30 @@ class PostgresTarget : public TargetBase {
   bool session_set_up_ = false;  // statement_timeout sent on this connection
   std::string last_fatal_;       // a FATAL the server sent before closing (notice receiver)
 
-  // The plugin's statements for tick_statements_version_ (split once, not every tick).
+  // The plugin's statements for tick_statements_version_ (split once, not every tick), and
+  // the same as one statement (TickQueryText).
   std::vector<std::string> tick_statements_;
+  std::string tick_text_query_;
   int tick_statements_version_ = 0;
+  // Ticks left that send the statements one by one: after TickQueryText's statement failed
+  // (an error anywhere in it fails all of it), for kSplitTicksAfterError ticks.
+  static constexpr int kSplitTicksAfterError = 60;
+  int split_ticks_left_ = 0;
 
   // The tick in flight.
   size_t setup_statements_ = 0;  // leading statements whose results are not the plugin's
   size_t statements_ = 0;        // statements sent this tick (setup included)
   size_t current_ = 0;           // the statement whose results are being read
   bool current_has_result_ = false;
-  // One per plugin statement, kept across ticks so that their storage is reused; the first
-  // results_used_ hold this tick's.
+  bool text_query_ = false;      // this tick sent TickQueryText's statement
+  // text_query_: its value parsed in place (libpq's buffer, no copy), or why it failed.
+  plugins::ParseResult parsed_;
+  std::string text_error_;
+  // A warning for this tick's delivery: the text statement failed and the statements were
+  // sent again one by one.
+  std::string fallback_warning_;
+  // Otherwise one per plugin statement, this tick's only.
   std::vector<plugins::postgresql::ResultSet> results_;
-  size_t results_used_ = 0;
 };
 
 }  // namespace trapline

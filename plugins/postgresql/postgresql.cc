@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -421,21 +422,30 @@ std::string_view Views(std::size_t statement, int server_version) {
   }
 }
 
+// One statement's result as views, whatever it came from (a ResultSet, or a part of
+// TickQueryText's value): cells row-major, rows * columns->size() of them.
+struct Table {
+  const std::vector<std::string_view>* columns = nullptr;
+  const std::optional<std::string_view>* cells = nullptr;
+  std::size_t rows = 0;
+  bool short_rows = false;  // a row had fewer cells than columns (padded with NULLs)
+};
+
 // Reads one result set: columns by name, warnings prefixed with the statement's name. A
 // warning kind (missing column, NULLs, unreadable values) is reported once per statement,
 // listing the columns concerned.
 class Statement {
  public:
-  Statement(std::string_view name, const ResultSet& rs, ParseResult* out)
-      : name_(name), rs_(rs), out_(out) {}
+  Statement(std::string_view name, const Table& t, ParseResult* out)
+      : name_(name), t_(t), ncols_(t.columns->size()), out_(out) {}
   ~Statement() { Flush(); }
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
   // The index of a column, or -1 (remembered as missing).
   int Index(std::string_view column) {
-    for (std::size_t i = 0; i < rs_.columns.size(); ++i) {
-      if (rs_.columns[i] == column) return static_cast<int>(i);
+    for (std::size_t i = 0; i < ncols_; ++i) {
+      if ((*t_.columns)[i] == column) return static_cast<int>(i);
     }
     Note(&missing_, column);
     return -1;
@@ -443,33 +453,36 @@ class Statement {
 
   // The cell as text; nullopt for NULL, a missing column or a short row.
   std::optional<std::string_view> Cell(std::size_t row, int index, bool nullable = true) {
-    if (index < 0 || row >= rs_.rows.size()) return std::nullopt;
-    const auto& r = rs_.rows[row];
+    if (index < 0 || row >= t_.rows) return std::nullopt;
     const std::size_t i = static_cast<std::size_t>(index);
-    if (i >= r.size()) {
-      short_rows_ = true;
-      return std::nullopt;
-    }
-    if (!r[i]) {
-      if (!nullable) Note(&nulls_, rs_.columns[i]);
-      return std::nullopt;
-    }
-    return std::string_view(*r[i]);
+    const std::optional<std::string_view>& cell = t_.cells[row * ncols_ + i];
+    if (!cell && !nullable) Note(&nulls_, (*t_.columns)[i]);
+    return cell;
   }
 
   std::optional<double> Number(std::size_t row, int index, bool nullable = false) {
     auto cell = Cell(row, index, nullable);
     if (!cell) return std::nullopt;
     auto v = ParseNumber(*cell);
-    if (!v) Note(&unreadable_, rs_.columns[static_cast<std::size_t>(index)] + "=" + Shown(*cell));
+    if (!v) {
+      Note(&unreadable_,
+           std::string((*t_.columns)[static_cast<std::size_t>(index)]) + "=" + Shown(*cell));
+    }
     return v;
   }
 
   // Readings of the 1:1 columns of one row.
+  // Readings of the 1:1 columns of one row (columns looked up once per statement).
   void Direct(std::size_t row, const Column* columns, std::size_t n, std::string_view entity) {
+    if (columns != direct_columns_) {
+      direct_columns_ = columns;
+      direct_index_.resize(n);
+      for (std::size_t c = 0; c < n; ++c) direct_index_[c] = Index(columns[c].column);
+    }
     for (std::size_t c = 0; c < n; ++c) {
-      int i = Index(columns[c].column);
-      if (auto v = Number(row, i, columns[c].nullable)) Add(columns[c].metric, *v, entity);
+      if (auto v = Number(row, direct_index_[c], columns[c].nullable)) {
+        Add(columns[c].metric, *v, entity);
+      }
     }
   }
 
@@ -497,32 +510,34 @@ class Statement {
       Warn("NULL in " + List(nulls_) + " (does the role lack pg_monitor?)");
     }
     if (!unreadable_.empty()) Warn("unreadable values: " + List(unreadable_));
-    if (short_rows_) Warn("rows shorter than the column list");
+    if (t_.short_rows) Warn("rows shorter than the column list");
   }
 
   std::string_view name_;
-  const ResultSet& rs_;
+  const Table& t_;
+  std::size_t ncols_;
   ParseResult* out_;
+  const Column* direct_columns_ = nullptr;
+  std::vector<int> direct_index_;
   std::vector<std::string> missing_;
   std::vector<std::string> nulls_;
   std::vector<std::string> unreadable_;
-  bool short_rows_ = false;
 };
 
 // A statement that returns exactly one row.
-bool OneRow(Statement& st, const ResultSet& rs) {
-  if (rs.rows.size() == 1) return true;
-  st.Warn("expected 1 row, got " + std::to_string(rs.rows.size()));
+bool OneRow(Statement& st, const Table& rs) {
+  if (rs.rows == 1) return true;
+  st.Warn("expected 1 row, got " + std::to_string(rs.rows));
   return false;
 }
 
-void ParseInstance(const ResultSet& rs, ParseResult* out) {
+void ParseInstance(const Table& rs, ParseResult* out) {
   Statement st("instance", rs, out);
   if (!OneRow(st, rs)) return;
   st.Direct(0, kInstanceColumns, std::size(kInstanceColumns), "");
 }
 
-void ParseActivity(const ResultSet& rs, ParseResult* out) {
+void ParseActivity(const Table& rs, ParseResult* out) {
   Statement st("activity", rs, out);
   if (!OneRow(st, rs)) return;
   st.Direct(0, kActivityColumns, std::size(kActivityColumns), "");
@@ -536,22 +551,22 @@ void ParseActivity(const ResultSet& rs, ParseResult* out) {
   }
 }
 
-void ParseLocks(const ResultSet& rs, ParseResult* out) {
+void ParseLocks(const Table& rs, ParseResult* out) {
   Statement st("locks", rs, out);
   if (!OneRow(st, rs)) return;
   st.Direct(0, kLocksColumns, std::size(kLocksColumns), "");
 }
 
-void ParseBgwriter(const ResultSet& rs, ParseResult* out) {
+void ParseBgwriter(const Table& rs, ParseResult* out) {
   Statement st("bgwriter", rs, out);
   if (!OneRow(st, rs)) return;
   st.Direct(0, kBgwriterColumns, std::size(kBgwriterColumns), "");
 }
 
-void ParseReplication(const ResultSet& rs, ParseResult* out) {
+void ParseReplication(const Table& rs, ParseResult* out) {
   Statement st("replication", rs, out);
-  st.Add("replication.standbys", static_cast<double>(rs.rows.size()));
-  if (rs.rows.empty()) return;
+  st.Add("replication.standbys", static_cast<double>(rs.rows));
+  if (rs.rows == 0) return;
   const int app_i = st.Index("application_name");
   const int addr_i = st.Index("client_addr");
   const int pid_i = st.Index("pid");
@@ -561,15 +576,15 @@ void ParseReplication(const ResultSet& rs, ParseResult* out) {
 
   // Names: application_name; the client address when that is empty; "<name>@<address>" for
   // standbys that share a name (the default "walreceiver"); the pid as a last resort.
-  std::vector<std::string> names(rs.rows.size());
+  std::vector<std::string> names(rs.rows);
   std::map<std::string, int> uses;
-  for (std::size_t r = 0; r < rs.rows.size(); ++r) {
+  for (std::size_t r = 0; r < rs.rows; ++r) {
     std::string app(st.Cell(r, app_i).value_or(""));
     std::string addr(st.Cell(r, addr_i).value_or(""));
     names[r] = !app.empty() ? app : addr;
     ++uses[names[r]];
   }
-  for (std::size_t r = 0; r < rs.rows.size(); ++r) {
+  for (std::size_t r = 0; r < rs.rows; ++r) {
     std::string addr(st.Cell(r, addr_i).value_or(""));
     if ((names[r].empty() || uses[names[r]] > 1) && !addr.empty() && names[r] != addr) {
       names[r] = names[r].empty() ? addr : names[r] + "@" + addr;
@@ -577,7 +592,7 @@ void ParseReplication(const ResultSet& rs, ParseResult* out) {
   }
   uses.clear();
   for (const auto& n : names) ++uses[n];
-  for (std::size_t r = 0; r < rs.rows.size(); ++r) {
+  for (std::size_t r = 0; r < rs.rows; ++r) {
     if (names[r].empty() || uses[names[r]] > 1) {
       std::string pid(st.Cell(r, pid_i).value_or(""));
       if (pid.empty()) {
@@ -591,7 +606,7 @@ void ParseReplication(const ResultSet& rs, ParseResult* out) {
   bool hidden = false;
   bool unnamed = false;
   std::set<std::string> seen;
-  for (std::size_t r = 0; r < rs.rows.size(); ++r) {
+  for (std::size_t r = 0; r < rs.rows; ++r) {
     const std::string& name = names[r];
     if (name.empty()) {
       unnamed = true;
@@ -623,14 +638,14 @@ void ParseReplication(const ResultSet& rs, ParseResult* out) {
   if (unnamed) st.Warn("standbys without application_name, client_addr or pid skipped");
 }
 
-void ParseDatabases(const ResultSet& rs, ParseResult* out) {
+void ParseDatabases(const Table& rs, ParseResult* out) {
   Statement st("databases", rs, out);
   const int name_i = st.Index("datname");
   if (name_i < 0) return;
   const int read_i = st.Index("blks_read");
   const int hit_i = st.Index("blks_hit");
   std::set<std::string_view> seen;
-  for (std::size_t r = 0; r < rs.rows.size(); ++r) {
+  for (std::size_t r = 0; r < rs.rows; ++r) {
     auto name = st.Cell(r, name_i, false);
     if (!name || name->empty()) continue;
     if (!seen.insert(*name).second) {
@@ -647,7 +662,7 @@ void ParseDatabases(const ResultSet& rs, ParseResult* out) {
   }
 }
 
-using StatementParser = void (*)(const ResultSet&, ParseResult*);
+using StatementParser = void (*)(const Table&, ParseResult*);
 constexpr StatementParser kParsers[] = {ParseInstance, ParseActivity,    ParseLocks,
                                         ParseBgwriter, ParseReplication, ParseDatabases};
 static_assert(std::size(kParsers) == kStatementNames.size());
@@ -656,6 +671,191 @@ std::string Major(int server_version) {
   if (server_version >= 100000) return std::to_string(server_version / 10000);
   return std::to_string(server_version / 10000) + "." + std::to_string(server_version / 100 % 100);
 }
+
+// One statement's result, or its error, for ParseStatements.
+struct StatementResult {
+  Table table;
+  std::string_view error;
+};
+
+// The readings of the statements' results, in kStatementNames order; fewer results than
+// statements: the rest is warned about as missing.
+ParseResult ParseStatements(int server_version, const std::vector<StatementResult>& results) {
+  ParseResult out;
+  if (std::string why = UnsupportedVersionReason(server_version); !why.empty()) {
+    out.warnings.push_back(std::move(why));
+    return out;
+  }
+  const std::size_t n = kStatementNames.size();
+  // Room for every reading at once (one allocation, no move of the readings as they grow):
+  // one per column of the one-row statements and a few, and per database and standby row
+  // one per column and its ratio.
+  std::size_t rows = 0;
+  for (const StatementResult& r : results) rows += r.table.rows;
+  out.readings.reserve(std::size(kInstanceColumns) + std::size(kActivityColumns) +
+                       std::size(kLocksColumns) + std::size(kBgwriterColumns) + 4 +
+                       (std::size(kDatabaseColumns) + 1) * rows);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string name(kStatementNames[i]);
+    if (i >= results.size()) {
+      out.warnings.push_back(name + ": no result (" + std::string(Views(i, server_version)) +
+                             "; the query ended at an earlier error?)");
+      continue;
+    }
+    if (!results[i].error.empty()) {
+      std::string_view error = results[i].error;
+      while (!error.empty() && (error.back() == '\n' || error.back() == ' ')) {
+        error.remove_suffix(1);
+      }
+      out.warnings.push_back(name + " (" + std::string(Views(i, server_version)) +
+                             ") failed: " + std::string(error));
+      continue;
+    }
+    kParsers[i](results[i].table, &out);
+  }
+  return out;
+}
+
+// The names a statement gives its columns: every "AS <name>" that ends a select-list item
+// (followed by ",\n" or "\n"), in order. The statements are ours and written that way (the
+// unit test compares with the columns of captured results).
+std::vector<std::string_view> ColumnNamesOf(std::string_view sql) {
+  std::vector<std::string_view> names;
+  for (std::size_t at = sql.find(" AS "); at != std::string_view::npos;
+       at = sql.find(" AS ", at + 4)) {
+    std::size_t b = at + 4;
+    std::size_t e = b;
+    while (e < sql.size() && ((sql[e] >= 'a' && sql[e] <= 'z') || sql[e] == '_')) ++e;
+    if (e == b || e >= sql.size()) continue;
+    if (sql[e] == '\n' || (sql[e] == ',' && e + 1 < sql.size() && sql[e + 1] == '\n')) {
+      names.push_back(sql.substr(b, e - b));
+    }
+  }
+  return names;
+}
+
+// TickQueries' text as its statements, without their ";\n" terminators.
+std::vector<std::string> SplitAtTerminators(std::string_view sql) {
+  std::vector<std::string> out;
+  for (std::size_t pos = 0; pos < sql.size();) {
+    std::size_t end = sql.find(";\n", pos);
+    if (end == std::string_view::npos) end = sql.size();
+    out.emplace_back(sql.substr(pos, end - pos));
+    pos = end + 2;
+  }
+  return out;
+}
+
+// Reads TickQueryText's value: per statement, records "(v,v,...)" in PostgreSQL's record
+// text output, then ';'. Cells view the text, or `unescaped_` for quoted values with doubled
+// quotes or backslashes.
+class TextDecoder {
+ public:
+  struct Part {
+    std::size_t first_cell = 0;
+    std::size_t rows = 0;
+    std::string error;  // this statement's records are malformed
+  };
+
+  explicit TextDecoder(std::string_view text) : text_(text) { cells_.reserve(128); }
+
+  // Reads the next statement's records; false (error() says why) when the text ends or is
+  // malformed before its ';'.
+  bool Section(const std::vector<std::string_view>& columns) {
+    Part part;
+    part.first_cell = cells_.size();
+    auto fail = [&](std::string why) {
+      cells_.resize(part.first_cell);
+      return Fail(std::move(why));
+    };
+    while (pos_ < text_.size() && text_[pos_] == '(') {
+      ++pos_;
+      std::size_t fields = 0;
+      for (;;) {
+        if (!Field()) return fail(error_);
+        ++fields;
+        if (pos_ >= text_.size()) return fail("text ends inside a record");
+        char c = text_[pos_++];
+        if (c == ')') break;
+        if (c != ',') return fail("unexpected character in a record");
+      }
+      if (fields != columns.size() && part.error.empty()) {
+        part.error = "malformed tick text: a record of " + std::to_string(fields) +
+                     " values, expected " + std::to_string(columns.size());
+      }
+      ++part.rows;
+      // Keep the cells a whole number of rows of columns.size().
+      cells_.resize(part.first_cell + part.rows * columns.size());
+    }
+    if (pos_ >= text_.size() || text_[pos_] != ';') {
+      return fail(pos_ >= text_.size() ? "text ends before a statement's end"
+                                       : "unexpected character between records");
+    }
+    ++pos_;
+    parts_.push_back(std::move(part));
+    return true;
+  }
+
+  const Part& part(std::size_t i) const { return parts_[i]; }
+  const std::vector<std::optional<std::string_view>>& cells() const { return cells_; }
+  const std::string& error() const { return error_; }
+  bool AtEnd() const { return text_.find_first_not_of(" \t\r\n", pos_) == std::string_view::npos; }
+
+ private:
+  bool Fail(std::string why) {
+    error_ = std::move(why);
+    return false;
+  }
+
+  // One value: nothing (NULL), unquoted text up to ',' or ')', or "quoted".
+  bool Field() {
+    if (pos_ >= text_.size()) return Fail("text ends inside a record");
+    if (text_[pos_] != '"') {
+      std::size_t b = pos_;
+      while (pos_ < text_.size() && text_[pos_] != ',' && text_[pos_] != ')') ++pos_;
+      if (pos_ == b) {
+        cells_.emplace_back();
+      } else {
+        cells_.emplace_back(text_.substr(b, pos_ - b));
+      }
+      return true;
+    }
+    ++pos_;
+    const std::size_t b = pos_;
+    bool escaped = false;
+    for (;;) {
+      if (pos_ >= text_.size()) return Fail("text ends inside a quoted value");
+      char c = text_[pos_];
+      if (c == '\\' || (c == '"' && pos_ + 1 < text_.size() && text_[pos_ + 1] == '"')) {
+        escaped = true;
+        pos_ += 2;
+        continue;
+      }
+      if (c == '"') break;
+      ++pos_;
+    }
+    std::string_view raw = text_.substr(b, pos_ - b);
+    ++pos_;  // the closing quote
+    if (!escaped) {
+      cells_.emplace_back(raw);
+      return true;
+    }
+    std::string& v = unescaped_.emplace_back();
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      if ((raw[i] == '\\' || raw[i] == '"') && i + 1 < raw.size()) ++i;
+      v.push_back(raw[i]);
+    }
+    cells_.emplace_back(std::string_view(v));
+    return true;
+  }
+
+  std::string_view text_;
+  std::size_t pos_ = 0;
+  std::vector<Part> parts_;
+  std::vector<std::optional<std::string_view>> cells_;
+  std::deque<std::string> unescaped_;
+  std::string error_;
+};
 
 }  // namespace
 
@@ -691,38 +891,91 @@ std::string TickQueries(int server_version) {
 }
 
 ParseResult ParseTick(int server_version, const std::vector<ResultSet>& results) {
-  ParseResult out;
-  if (std::string why = UnsupportedVersionReason(server_version); !why.empty()) {
-    out.warnings.push_back(std::move(why));
-    return out;
-  }
-  const std::size_t n = kStatementNames.size();
-  // Room for every reading at once (one allocation, no move of the readings as they grow):
-  // one per column of the one-row statements and a few, and per database and standby row
-  // one per column and its ratio.
-  std::size_t rows = 0;
-  for (const ResultSet& rs : results) rows += rs.rows.size();
-  out.readings.reserve(std::size(kInstanceColumns) + std::size(kActivityColumns) +
-                       std::size(kLocksColumns) + std::size(kBgwriterColumns) + 4 +
-                       (std::size(kDatabaseColumns) + 1) * rows);
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::string name(kStatementNames[i]);
-    if (i >= results.size()) {
-      out.warnings.push_back(name + ": no result (" + std::string(Views(i, server_version)) +
-                             "; the query ended at an earlier error?)");
+  std::vector<StatementResult> in(std::min(results.size(), kStatementNames.size()));
+  std::vector<std::vector<std::string_view>> columns(in.size());
+  std::vector<std::vector<std::optional<std::string_view>>> cells(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const ResultSet& rs = results[i];
+    if (!rs.error.empty()) {
+      in[i].error = rs.error;
       continue;
     }
-    if (!results[i].error.empty()) {
-      std::string error = results[i].error;
-      while (!error.empty() && (error.back() == '\n' || error.back() == ' ')) error.pop_back();
-      out.warnings.push_back(name + " (" + std::string(Views(i, server_version)) +
-                             ") failed: " + error);
+    columns[i].assign(rs.columns.begin(), rs.columns.end());
+    const std::size_t ncols = rs.columns.size();
+    cells[i].reserve(rs.rows.size() * ncols);
+    for (const auto& row : rs.rows) {
+      for (std::size_t c = 0; c < ncols; ++c) {
+        if (c < row.size() && row[c]) {
+          cells[i].emplace_back(std::string_view(*row[c]));
+        } else {
+          cells[i].emplace_back();
+          if (c >= row.size()) in[i].table.short_rows = true;
+        }
+      }
+    }
+    in[i].table.columns = &columns[i];
+    in[i].table.cells = cells[i].data();
+    in[i].table.rows = rs.rows.size();
+  }
+  ParseResult out = ParseStatements(server_version, in);
+  if (results.size() > kStatementNames.size()) {
+    out.warnings.push_back(std::to_string(results.size() - kStatementNames.size()) +
+                           " unexpected extra result sets");
+  }
+  return out;
+}
+
+const std::vector<std::string_view>& StatementColumns(std::size_t statement) {
+  static const std::vector<std::vector<std::string_view>> all = [] {
+    std::vector<std::vector<std::string_view>> v;
+    for (std::string_view sql : {kInstanceSql, kActivitySql, kLocksSql, kBgwriterSql12,
+                                 kReplicationSql, kDatabasesSql}) {
+      v.push_back(ColumnNamesOf(sql));
+    }
+    return v;
+  }();
+  static const std::vector<std::string_view> none;
+  return statement < all.size() ? all[statement] : none;
+}
+
+std::string TickQueryText(int server_version) {
+  if (!UnsupportedVersionReason(server_version).empty()) return "";
+  std::string sql = "SELECT concat(";
+  bool first = true;
+  for (const std::string& statement : SplitAtTerminators(TickQueries(server_version))) {
+    if (!first) sql += ", ";
+    first = false;
+    sql += "\n(SELECT string_agg(s::text, '') FROM (\n";
+    sql += statement;
+    sql += "\n) s), ';'";
+  }
+  sql += ") AS tick";
+  return sql;
+}
+
+ParseResult ParseTickText(int server_version, std::string_view text) {
+  TextDecoder decoder(text);
+  std::vector<StatementResult> in;
+  for (std::size_t i = 0; i < kStatementNames.size(); ++i) {
+    if (!decoder.Section(StatementColumns(i))) break;
+    in.emplace_back();
+  }
+  // Pointers into the decoder's cells once they stop growing.
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    const TextDecoder::Part& part = decoder.part(i);
+    if (!part.error.empty()) {
+      in[i].error = part.error;
       continue;
     }
-    kParsers[i](results[i], &out);
+    in[i].table.columns = &StatementColumns(i);
+    in[i].table.cells = decoder.cells().data() + part.first_cell;
+    in[i].table.rows = part.rows;
   }
-  if (results.size() > n) {
-    out.warnings.push_back(std::to_string(results.size() - n) + " unexpected extra result sets");
+  ParseResult out = ParseStatements(server_version, in);
+  if (in.size() < kStatementNames.size() && !decoder.error().empty()) {
+    out.warnings.push_back("tick text: " + decoder.error());
+  } else if (!decoder.AtEnd()) {
+    out.warnings.push_back("tick text: unexpected text after the last statement");
   }
   return out;
 }

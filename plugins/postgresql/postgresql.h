@@ -72,6 +72,25 @@ struct ResultSet {
   std::string error;
 };
 
+// The fast path: the six statements of TickQueries as one statement returning one row with one
+// text column, `tick`: per statement in kStatementNames order, its rows as PostgreSQL's record
+// text output ("(1,2,,\"a b\")": NULL is nothing, a value with spaces, commas, quotes,
+// parentheses or backslashes is quoted with quotes and backslashes doubled), then ';'. libpq
+// then builds one PGresult of one value per tick (six, of about 60 values, otherwise), which
+// ParseTickText reads in place. One statement is one transaction: an error anywhere (a revoked
+// view, a statement_timeout) fails all of it; the collector then runs TickQueries' statements
+// one by one, which keeps each failure in its statement. Empty when the version is not
+// supported.
+std::string TickQueryText(int server_version);
+
+// Parses TickQueryText's value: the same readings, entities and warnings as ParseTick over the
+// six statements' result sets. A malformed text gives warnings, never a failure. Never throws.
+ParseResult ParseTickText(int server_version, std::string_view text);
+
+// The columns of statement `statement` (an index into kStatementNames), in order, as the
+// statement names them (the same for every version).
+const std::vector<std::string_view>& StatementColumns(std::size_t statement);
+
 // Parses the results of TickQueries(server_version), in order. Fewer results than statements
 // (the query ended early), failed statements, missing or extra columns, NULLs and unreadable
 // values each give warnings and no readings for what they concern, never a failure of the

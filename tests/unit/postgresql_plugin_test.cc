@@ -585,5 +585,139 @@ TEST_CASE("postgresql: odd cells never crash the parser") {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// The one-statement fast path (TickQueryText / ParseTickText)
+
+// A value as PostgreSQL's record_out writes it: quoted when empty or holding '"', '\\', '(',
+// ')', ',' or white space, with '"' and '\\' doubled.
+std::string RecordValue(const std::optional<std::string>& v) {
+  if (!v) return "";
+  bool quote = v->empty();
+  for (char c : *v) {
+    if (c == '"' || c == '\\' || c == '(' || c == ')' || c == ',' || c == ' ' || c == '\t' ||
+        c == '\n' || c == '\r' || c == '\v' || c == '\f') {
+      quote = true;
+    }
+  }
+  if (!quote) return *v;
+  std::string out = "\"";
+  for (char c : *v) {
+    if (c == '"' || c == '\\') out.push_back(c);
+    out.push_back(c);
+  }
+  return out + "\"";
+}
+
+// The text TickQueryText's statement returns for these results (columns in the statement's
+// order, found by name in the ResultSet).
+std::string AsTickText(const std::vector<ResultSet>& results) {
+  std::string text;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const ResultSet& rs = results[i];
+    for (const auto& row : rs.rows) {
+      text += "(";
+      bool first = true;
+      for (std::string_view col : StatementColumns(i)) {
+        if (!first) text += ",";
+        first = false;
+        auto it = std::find(rs.columns.begin(), rs.columns.end(), col);
+        std::size_t c = static_cast<std::size_t>(it - rs.columns.begin());
+        text += RecordValue(c < row.size() ? row[c] : std::nullopt);
+      }
+      text += ")";
+    }
+    text += ";";
+  }
+  return text;
+}
+
+void CheckSameResult(const ParseResult& a, const ParseResult& b) {
+  CHECK(AsMap(a) == AsMap(b));
+  CHECK(a.warnings == b.warnings);
+  REQUIRE(a.entities.size() == b.entities.size());
+  for (std::size_t i = 0; i < a.entities.size(); ++i) {
+    CHECK(a.entities[i].kind == b.entities[i].kind);
+    CHECK(a.entities[i].name == b.entities[i].name);
+    CHECK(a.entities[i].labels == b.entities[i].labels);
+  }
+}
+
+TEST_CASE("postgresql: the one-statement text: statements' columns and SQL") {
+  for (std::size_t i = 0; i < kStatementNames.size(); ++i) {
+    CAPTURE(kStatementNames[i]);
+    // The names the text's records are read by are the captured results' columns.
+    ResultSet rs = FromTsv(MustRead(TsvPath("15_primary", i)));
+    std::vector<std::string> want(rs.columns.begin(), rs.columns.end());
+    std::vector<std::string> got(StatementColumns(i).begin(), StatementColumns(i).end());
+    CHECK(got == want);
+  }
+  CHECK(StatementColumns(kStatementNames.size()).empty());
+  for (int major = 12; major <= 17; ++major) {
+    CAPTURE(major);
+    const std::string sql = TickQueryText(major * 10000);
+    // Every statement, whole, inside the one, without its terminator.
+    const std::string statements = TickQueries(major * 10000);
+    const auto parts = Split(statements, ';');
+    for (std::size_t i = 0; i < kStatementNames.size(); ++i) {
+      std::string_view part = parts[i];
+      if (i > 0) part.remove_prefix(1);  // the '\n' of the previous terminator
+      CHECK_MESSAGE(sql.find(part) != std::string::npos, std::string(part));
+    }
+    // The only ';' are the separators between the statements' records.
+    CHECK(std::count(sql.begin(), sql.end(), ';') == static_cast<long>(kStatementNames.size()));
+  }
+  CHECK(TickQueryText(110000).empty());
+}
+
+TEST_CASE("postgresql: the one-statement text parses like the statements' result sets") {
+  for (const auto& c : kCases) {
+    CAPTURE(c);
+    std::vector<ResultSet> results = LoadCase(c);
+    CheckSameResult(ParseTickText(150000, AsTickText(results)), ParseTick(150000, results));
+  }
+  // Names that need quoting: spaces, commas, quotes, parentheses, backslashes, empty, newline.
+  std::vector<ResultSet> results = LoadCase("15_primary");
+  const std::vector<std::string> names = {"a b", "x,y", "q\"uote", "(p)", "back\\slash",
+                                          "new\nline", "plain"};
+  ResultSet& dbs = results[5];
+  auto row = dbs.rows[0];
+  dbs.rows.clear();
+  for (const auto& n : names) {
+    row[0] = n;
+    dbs.rows.push_back(row);
+  }
+  results[4] = Standbys({{"7", "", "10.0.0.1", "streaming", "0", std::nullopt},
+                         {"8", "s,b \"x\"", std::nullopt, "catchup", "10", "1.5"}});
+  ParseResult text = ParseTickText(150000, AsTickText(results));
+  CheckSameResult(text, ParseTick(150000, results));
+  for (const auto& n : names) CHECK_MESSAGE(FindEntity(text, "database", n), n);
+  CHECK(FindEntity(text, "standby", "s,b \"x\""));
+  CheckConsistent(text);
+}
+
+TEST_CASE("postgresql: a malformed one-statement text gives warnings, never a crash") {
+  const std::string good = AsTickText(LoadCase("15_primary"));
+  CHECK(ParseTickText(150000, good).warnings.empty());
+  CHECK(ParseTickText(150000, good + "\n").warnings.empty());
+  for (std::size_t n = 0; n < good.size(); ++n) {
+    CAPTURE(n);
+    ParseResult r = ParseTickText(150000, good.substr(0, n));
+    CHECK(!r.warnings.empty());
+    CheckConsistent(r);
+  }
+  ParseResult extra = ParseTickText(150000, good + "(1)");
+  CHECK(AnyWarningContains(extra, "unexpected text after the last statement"));
+  // A record with a value too many: that statement alone is lost.
+  std::string more = good;
+  more.insert(more.find(')'), ",1");
+  ParseResult r = ParseTickText(150000, more);
+  CHECK(AnyWarningContains(r, "instance (pg_stat_archiver, pg_database) failed: malformed tick "
+                              "text: a record of 8 values, expected 7"));
+  CHECK_FALSE(Find(r, "uptime"));
+  CHECK(Find(r, "connections.total"));
+  CHECK(ParseTickText(110000, good).warnings.size() == 1);
+}
+
 }  // namespace
 }  // namespace trapline::plugins::postgresql
