@@ -74,16 +74,19 @@ def run(kind, server, n, seconds, tmp, trapline=TRAPLINE):
         proc = subprocess.Popen([trapline, "collector", "--config", cfg, "--dry-run"],
                                 stdout=devnull, stderr=err)
     try:
-        rss0 = None
-        # Let every connection come up, then measure a steady window.
-        time.sleep(min(15, 3 + n / 100))
-        rss0 = rss_kib(proc.pid)
+        # Let every connection come up, then measure a steady window: whole stats intervals
+        # of the collector, so that the last stats line (its loop lag) covers that window only,
+        # not the connection storm at the start.
+        warmup = min(15, 3 + n / 100)
+        intervals = -(-warmup // seconds)
+        time.sleep(intervals * seconds + 0.3)
         c0, t0 = cpu_seconds(proc.pid), time.monotonic()
         w0 = status_field(proc.pid, "voluntary_ctxt_switches")
         time.sleep(seconds)
         c1, t1 = cpu_seconds(proc.pid), time.monotonic()
         w1 = status_field(proc.pid, "voluntary_ctxt_switches")
         rss1 = rss_kib(proc.pid)
+        time.sleep(0.5)  # the stats line of the window
     finally:
         proc.terminate()
         proc.wait(60)

@@ -14,17 +14,20 @@ MetricPipeline::MetricPipeline(std::string host, std::string plugin,
 
 MetricPipeline::Series* MetricPipeline::Find(const plugins::Reading& r, size_t position) {
   if (position < by_position_.size()) {
-    Series* s = by_position_[position];
-    if (s != nullptr && s->spec->name == r.metric && s->entity == r.entity) return s;
+    uint32_t i = by_position_[position];
+    if (i != kNoSeries) {
+      Series& s = series_[i];
+      if (s.spec->name == r.metric && s.entity == r.entity) return &s;
+    }
   } else {
-    by_position_.resize(position + 1, nullptr);
+    by_position_.resize(position + 1, kNoSeries);
   }
-  Series* s = FindSlow(r);
-  by_position_[position] = s;
-  return s;
+  uint32_t i = FindSlow(r);
+  by_position_[position] = i;
+  return i == kNoSeries ? nullptr : &series_[i];
 }
 
-MetricPipeline::Series* MetricPipeline::FindSlow(const plugins::Reading& r) {
+uint32_t MetricPipeline::FindSlow(const plugins::Reading& r) {
   scratch_key_.assign(r.metric);
   scratch_key_.push_back('\0');
   scratch_key_.append(r.entity);
@@ -36,14 +39,15 @@ MetricPipeline::Series* MetricPipeline::FindSlow(const plugins::Reading& r) {
       spdlog::warn("[pipeline] {} {}: plugin reported undeclared metric '{}' (not sent)", host_,
                    plugin_, r.metric);
     }
-    return nullptr;
+    return kNoSeries;
   }
   const plugins::MetricSpec* s = spec->second;
   IntervalAccumulator acc(interval_s_ > 0 ? interval_s_ : std::max(1, s->interval_s));
-  Series& fresh = series_.emplace_back(Series{
-      s, r.entity, plugins::ItemKey(plugin_, r.metric, r.entity), CounterRate(), acc, {}, false});
-  by_key_.emplace(scratch_key_, &fresh);
-  return &fresh;
+  series_.push_back(Series{s, CounterRate(), acc, r.entity, plugins::ItemKey(plugin_, r.metric, r.entity),
+                           {}, false});
+  auto index = static_cast<uint32_t>(series_.size() - 1);
+  by_key_.emplace(scratch_key_, index);
+  return index;
 }
 
 void MetricPipeline::Emit(const Series& s, const std::vector<TimedValue>& values,

@@ -6,7 +6,7 @@
 //
 // Pure (no I/O): the caller passes the time of each tick. Thread: the owner's.
 
-#include <deque>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -41,32 +41,35 @@ class MetricPipeline {
   uint64_t unknown_readings() const { return unknown_readings_; }
 
  private:
+  // Hot fields first: a tick touches spec, rate and acc of every series, and the series of one
+  // pipeline lie side by side in one vector (a tick walks them in order), so that a collector
+  // with a thousand targets reads each target's state as a stream, not by chasing pointers.
   struct Series {
     const plugins::MetricSpec* spec;
-    std::string entity;
-    std::string key;  // the Zabbix item key
     CounterRate rate;
     IntervalAccumulator acc;
+    std::string entity;
+    std::string key;  // the Zabbix item key
     std::string last_text;
     bool has_text = false;
   };
+  static constexpr uint32_t kNoSeries = UINT32_MAX;
   // The series of the reading at `position` in its tick (see by_position_), or null for an
-  // undeclared metric.
+  // undeclared metric. Valid until the next series is made.
   Series* Find(const plugins::Reading& r, size_t position);
-  Series* FindSlow(const plugins::Reading& r);
+  uint32_t FindSlow(const plugins::Reading& r);
   void Emit(const Series& s, const std::vector<TimedValue>& values, std::vector<SenderValue>* out);
 
   std::string host_;
   std::string plugin_;
   int interval_s_;
   std::unordered_map<std::string_view, const plugins::MetricSpec*> specs_;  // views of names
-  // Every series in order of appearance; a deque, so that pointers to them stay valid.
-  std::deque<Series> series_;
-  std::unordered_map<std::string, Series*> by_key_;  // metric + '\0' + entity
+  std::vector<Series> series_;                      // in order of appearance
+  std::unordered_map<std::string, uint32_t> by_key_;  // metric + '\0' + entity -> series_ index
   // A parser reports the same readings in the same order tick after tick: the series of the
   // reading at each position of the last tick is tried first, two short compares instead of
-  // building a key and hashing it. Entries are null where no series matched.
-  std::vector<Series*> by_position_;
+  // building a key and hashing it. kNoSeries where no series matched.
+  std::vector<uint32_t> by_position_;
   std::string scratch_key_;
   std::vector<TimedValue> scratch_values_;
   uint64_t unknown_readings_ = 0;
