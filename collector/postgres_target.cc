@@ -197,6 +197,9 @@ pgp::ResultSet ToResultSet(const pg_result* result) {
 
 namespace {
 
+// The name of TickQueryText's prepared statement on each connection.
+constexpr char kTickStatementName[] = "trapline_tick";
+
 // The severity of an error or notice, untranslated ("ERROR", "FATAL", "PANIC", ...).
 std::string_view Severity(const PGresult* res) {
   const char* s = PQresultErrorField(const_cast<PGresult*>(res), PG_DIAG_SEVERITY_NONLOCALIZED);
@@ -309,6 +312,7 @@ void PostgresTarget::OnConnectOk() {
         Status::Internal("PQenterPipelineMode: " + postgres::OneLine(PQerrorMessage(conn_))));
   }
   session_set_up_ = false;
+  prepared_ = false;
   phase_ = Phase::kReady;
   if (Status w = WatchSocket(true, false); !w.ok()) return Failed(w);
   spdlog::debug(
@@ -341,13 +345,17 @@ void PostgresTarget::SendTick(bool text_query) {
     setup = "SET statement_timeout = " + std::to_string(ms);
     session_set_up_ = true;
   }
-  setup_statements_ = setup.empty() ? 0 : 1;
+  const bool prepare = text_query && !prepared_;
+  setup_statements_ = (setup.empty() ? 0 : 1) + (prepare ? 1 : 0);
+  prepare_index_ = prepare ? setup_statements_ - 1 : SIZE_MAX;
   // libpq (before 17) flushes at every PQpipelineSync: one send per statement, each a TCP
   // segment that wakes the backend. Corked, the kernel sends them as one when uncorked (for a
-  // Unix socket the option fails and nothing changes).
+  // Unix socket the option fails and nothing changes). Two setsockopt calls cost more than
+  // they save when only one statement goes.
+  const bool cork = setup_statements_ > 0 || !text_query;
   int fd = PQsocket(conn_);
   int on = 1;
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+  if (cork) (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
   bool sent = true;
   auto send = [&](const std::string& sql) {
     sent = sent &&
@@ -355,13 +363,23 @@ void PostgresTarget::SendTick(bool text_query) {
            PQpipelineSync(conn_) == 1;
   };
   if (!setup.empty()) send(setup);
+  if (prepare) {
+    // Parsed and planned once per connection instead of every tick (it has no parameters: the
+    // server keeps its generic plan), and each tick sends a Bind/Execute, not 5 KB of SQL.
+    sent = sent &&
+           PQsendPrepare(conn_, kTickStatementName, tick_text_query_.c_str(), 0, nullptr) == 1 &&
+           PQpipelineSync(conn_) == 1;
+    prepared_ = true;
+  }
   if (text_query) {
-    send(tick_text_query_);
+    sent = sent &&
+           PQsendQueryPrepared(conn_, kTickStatementName, 0, nullptr, nullptr, nullptr, 0) == 1 &&
+           PQpipelineSync(conn_) == 1;
   } else {
     for (const auto& sql : tick_statements_) send(sql);
   }
   int off = 0;
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off));
+  if (cork) (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off));
   if (!sent) return Failed(ConnectionLost("sending the tick's queries"));
   text_query_ = text_query;
   statements_ = setup_statements_ + (text_query ? 1 : tick_statements_.size());
@@ -435,6 +453,9 @@ Result<bool> PostgresTarget::Drain() {
       if (st == PGRES_FATAL_ERROR) {
         spdlog::warn("[postgres] {}: session setup failed: {}", config().Name(),
                      postgres::OneLine(PQresultErrorMessage(res)));
+        // Its execution fails too (no such prepared statement): the tick falls back on the
+        // statements one by one, and the prepare is tried again after that.
+        if (current_ == prepare_index_) prepared_ = false;
       }
     } else if (!current_has_result_) {
       TakeResult(res);

@@ -18,7 +18,8 @@
 //  - kReady: nonblocking, pipeline mode; the socket is watched for readability only, so a
 //    server that goes away between ticks (restart, pg_terminate_backend) is noticed at once.
 //  - kBusy: the plugin's TickQueryText() (its statements as one statement returning one text
-//    value) is sent with PQsendQueryParams and a PQpipelineSync; PQflush runs until it returns
+//    value), prepared once per connection (PQsendPrepare in the first tick's pipeline), is
+//    sent with PQsendQueryPrepared and a PQpipelineSync; PQflush runs until it returns
 //    0 (writable is watched while it returns 1); then PQconsumeInput / PQisBusy / PQgetResult
 //    collect its one result, parsed in place by ParseTickText. One round trip, one PGresult of
 //    one value per tick: libpq's parsing of six result sets of ~60 values was most of a tick's
@@ -168,6 +169,10 @@ class PostgresTarget : public TargetBase {
   Timer connect_deadline_;
   int server_version_ = 0;
   bool session_set_up_ = false;  // statement_timeout sent on this connection
+  // TickQueryText's statement prepared on this connection (as kTickStatementName), or the
+  // PQsendPrepare sent in the tick in flight; cleared when that prepare fails.
+  bool prepared_ = false;
+  size_t prepare_index_ = SIZE_MAX;  // the setup statement that prepares it, this tick
   std::string last_fatal_;       // a FATAL the server sent before closing (notice receiver)
 
   // The plugin's statements for tick_statements_version_ (split once, not every tick), and
