@@ -1,11 +1,12 @@
 #include "plugins/postgresql/postgresql.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
+#include <forward_list>
 #include <map>
 #include <optional>
 #include <set>
@@ -442,10 +443,16 @@ class Statement {
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
-  // The index of a column, or -1 (remembered as missing).
+  // The index of a column, or -1 (remembered as missing). Columns are mostly asked for in
+  // the statement's order: the one after the last found is tried first.
   int Index(std::string_view column) {
+    const std::vector<std::string_view>& cols = *t_.columns;
+    if (next_ < ncols_ && cols[next_] == column) return static_cast<int>(next_++);
     for (std::size_t i = 0; i < ncols_; ++i) {
-      if ((*t_.columns)[i] == column) return static_cast<int>(i);
+      if (cols[i] == column) {
+        next_ = i + 1;
+        return static_cast<int>(i);
+      }
     }
     Note(&missing_, column);
     return -1;
@@ -476,7 +483,7 @@ class Statement {
   void Direct(std::size_t row, const Column* columns, std::size_t n, std::string_view entity) {
     if (columns != direct_columns_) {
       direct_columns_ = columns;
-      direct_index_.resize(n);
+      n = std::min(n, direct_index_.size());
       for (std::size_t c = 0; c < n; ++c) direct_index_[c] = Index(columns[c].column);
     }
     for (std::size_t c = 0; c < n; ++c) {
@@ -517,8 +524,9 @@ class Statement {
   const Table& t_;
   std::size_t ncols_;
   ParseResult* out_;
+  std::size_t next_ = 0;  // Index()'s first guess
   const Column* direct_columns_ = nullptr;
-  std::vector<int> direct_index_;
+  std::array<int, 16> direct_index_{};  // as many as the longest Column table
   std::vector<std::string> missing_;
   std::vector<std::string> nulls_;
   std::vector<std::string> unreadable_;
@@ -662,6 +670,10 @@ void ParseDatabases(const Table& rs, ParseResult* out) {
   }
 }
 
+static_assert(std::size(kDatabaseColumns) <= 16 && std::size(kActivityColumns) <= 16 &&
+              std::size(kLocksColumns) <= 16 && std::size(kBgwriterColumns) <= 16 &&
+              std::size(kInstanceColumns) <= 16);
+
 using StatementParser = void (*)(const Table&, ParseResult*);
 constexpr StatementParser kParsers[] = {ParseInstance, ParseActivity,    ParseLocks,
                                         ParseBgwriter, ParseReplication, ParseDatabases};
@@ -757,7 +769,10 @@ class TextDecoder {
     std::string error;  // this statement's records are malformed
   };
 
-  explicit TextDecoder(std::string_view text) : text_(text) { cells_.reserve(128); }
+  explicit TextDecoder(std::string_view text) : text_(text) {
+    cells_.reserve(96);
+    parts_.reserve(kStatementNames.size());
+  }
 
   // Reads the next statement's records; false (error() says why) when the text ends or is
   // malformed before its ';'.
@@ -840,7 +855,7 @@ class TextDecoder {
       cells_.emplace_back(raw);
       return true;
     }
-    std::string& v = unescaped_.emplace_back();
+    std::string& v = unescaped_.emplace_front();
     for (std::size_t i = 0; i < raw.size(); ++i) {
       if ((raw[i] == '\\' || raw[i] == '"') && i + 1 < raw.size()) ++i;
       v.push_back(raw[i]);
@@ -853,7 +868,7 @@ class TextDecoder {
   std::size_t pos_ = 0;
   std::vector<Part> parts_;
   std::vector<std::optional<std::string_view>> cells_;
-  std::deque<std::string> unescaped_;
+  std::forward_list<std::string> unescaped_;  // allocates nothing until used
   std::string error_;
 };
 
