@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <map>
+#include <memory>
 
 #include "common/log.h"
 
@@ -137,6 +139,18 @@ std::vector<std::string> SplitStatements(std::string_view sql) {
     pos = end + 2;
   }
   return out;
+}
+
+const TickSql& TickSqlFor(int server_version) {
+  // Per thread: collectors may run a loop per thread, and a lookup costs no lock.
+  thread_local std::map<int, std::unique_ptr<TickSql>> cache;
+  std::unique_ptr<TickSql>& sql = cache[server_version];
+  if (sql == nullptr) {
+    sql = std::make_unique<TickSql>();
+    sql->statements = SplitStatements(pgp::TickQueries(server_version));
+    sql->text_query = pgp::TickQueryText(server_version);
+  }
+  return *sql;
 }
 
 void ReadResultSet(const pg_result* cres, pgp::ResultSet* rs) {
@@ -313,6 +327,8 @@ void PostgresTarget::OnConnectOk() {
   }
   session_set_up_ = false;
   prepared_ = false;
+  // The plugin's SQL depends on the server version only: looked up once per connection.
+  tick_sql_ = &postgres::TickSqlFor(server_version_);
   phase_ = Phase::kReady;
   if (Status w = WatchSocket(true, false); !w.ok()) return Failed(w);
   spdlog::debug(
@@ -326,12 +342,6 @@ void PostgresTarget::OnConnectOk() {
 void PostgresTarget::Tick() {
   if (conn_ == nullptr || phase_ != Phase::kReady) {
     return Failed(Status::Internal("tick without a ready connection"));
-  }
-  // The plugin's statements depend on the server version only: built once per connection.
-  if (tick_statements_version_ != server_version_) {
-    tick_statements_ = postgres::SplitStatements(pgp::TickQueries(server_version_));
-    tick_text_query_ = pgp::TickQueryText(server_version_);
-    tick_statements_version_ = server_version_;
   }
   fallback_warning_.clear();
   SendTick(split_ticks_left_ == 0);
@@ -367,7 +377,7 @@ void PostgresTarget::SendTick(bool text_query) {
     // Parsed and planned once per connection instead of every tick (it has no parameters: the
     // server keeps its generic plan), and each tick sends a Bind/Execute, not 5 KB of SQL.
     sent = sent &&
-           PQsendPrepare(conn_, kTickStatementName, tick_text_query_.c_str(), 0, nullptr) == 1 &&
+           PQsendPrepare(conn_, kTickStatementName, tick_sql_->text_query.c_str(), 0, nullptr) == 1 &&
            PQpipelineSync(conn_) == 1;
     prepared_ = true;
   }
@@ -376,13 +386,13 @@ void PostgresTarget::SendTick(bool text_query) {
            PQsendQueryPrepared(conn_, kTickStatementName, 0, nullptr, nullptr, nullptr, 0) == 1 &&
            PQpipelineSync(conn_) == 1;
   } else {
-    for (const auto& sql : tick_statements_) send(sql);
+    for (const auto& sql : tick_sql_->statements) send(sql);
   }
   int off = 0;
   if (cork) (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off));
   if (!sent) return Failed(ConnectionLost("sending the tick's queries"));
   text_query_ = text_query;
-  statements_ = setup_statements_ + (text_query ? 1 : tick_statements_.size());
+  statements_ = setup_statements_ + (text_query ? 1 : tick_sql_->statements.size());
   current_ = 0;
   current_has_result_ = false;
   results_.clear();

@@ -108,6 +108,15 @@ std::string FormatServerVersion(int server_version);
 // version 11.5: ...").
 Status CheckServerVersion(int server_version);
 
+// The plugin's SQL for one server version: TickQueries() split into its statements, and
+// TickQueryText().
+struct TickSql {
+  std::vector<std::string> statements;
+  std::string text_query;
+};
+// Built once per version and thread; the reference stays valid for the thread's life.
+const TickSql& TickSqlFor(int server_version);
+
 // Splits TickQueries() into its statements. Its documented format is one statement per
 // ";\n" terminator; the terminator is kept (the extended protocol accepts a trailing ';').
 // Text after the last terminator that is not only whitespace is a statement of its own.
@@ -175,11 +184,9 @@ class PostgresTarget : public TargetBase {
   size_t prepare_index_ = SIZE_MAX;  // the setup statement that prepares it, this tick
   std::string last_fatal_;       // a FATAL the server sent before closing (notice receiver)
 
-  // The plugin's statements for tick_statements_version_ (split once, not every tick), and
-  // the same as one statement (TickQueryText).
-  std::vector<std::string> tick_statements_;
-  std::string tick_text_query_;
-  int tick_statements_version_ = 0;
+  // The plugin's SQL for the server's version, shared by the thread's targets (10 KB of text
+  // that every connection would otherwise hold); set when a connection is made.
+  const postgres::TickSql* tick_sql_ = nullptr;
   // Ticks left that send the statements one by one: after TickQueryText's statement failed
   // (an error anywhere in it fails all of it), for kSplitTicksAfterError ticks.
   static constexpr int kSplitTicksAfterError = 60;
