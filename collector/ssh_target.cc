@@ -28,8 +28,10 @@ namespace sftp = ssh::sftp;
 namespace {
 
 // Flow-control window and largest packet of our channels. The window bounds what the server
-// may send before we read it (and so what libssh2 may buffer for us).
-constexpr unsigned kChannelWindow = 256 * 1024;
+// may send before we read it (and so what libssh2 may buffer for us). 2 MiB (libssh2's own
+// default) lasts about 180 ticks of a small host before TopUpWindow() sends a WINDOW_ADJUST
+// (a packet, a send and a wake-up of sshd); 256 KiB needed one every dozen ticks.
+constexpr unsigned kChannelWindow = 2 * 1024 * 1024;
 constexpr unsigned kChannelPacket = 32 * 1024;
 // One READ asks for this much; seq_files answer at most a page per read() anyway.
 constexpr uint32_t kReadLength = 64 * 1024;
@@ -1214,7 +1216,7 @@ void SshTarget::Tick() {
     ssh::stream::AppendRequest(&c->out, *statfs);
     c->requests = 1;
   }
-  (void)PumpReady();
+  (void)PumpReady(/*just_sent=*/true);
 }
 
 Status SshTarget::Flush(bool* again) {
@@ -1237,7 +1239,7 @@ Status SshTarget::Flush(bool* again) {
   return Status::OK();
 }
 
-bool SshTarget::PumpReady() {
+bool SshTarget::PumpReady(bool just_sent) {
   Conn* c = conn_.get();
   for (;;) {
     bool again = false;
@@ -1251,6 +1253,11 @@ bool SshTarget::PumpReady() {
       // read would be one): wait for the socket.
       if (again) break;
     }
+    // The tick's requests just went out: no reply can be there yet, and whatever came before
+    // was read until EAGAIN (an SFTP packet between ticks is an error), so a read now would
+    // only cost a recv() that fails with EAGAIN (libssh2_channel_read() always tries one).
+    // The socket watcher (level-triggered) calls back when the replies arrive.
+    if (just_sent) break;
     bool finished = false;
     Status st = ReadChannel(&again, &finished);
     if (!st.ok()) {
@@ -1327,7 +1334,7 @@ Status SshTarget::ReadChannel(bool* again, bool* finished) {
 // libssh2_channel_read() itself tops the receive window up by just its buffer size whenever
 // the window is smaller than that: with kReadChunk reads and about 11 KiB a tick, a
 // WINDOW_ADJUST packet (and a send, and a wake-up of sshd) would go out on most ticks. Topped
-// up here to the whole window once half of it is used: one packet every dozen ticks or so.
+// up here to the whole window once half of it is used: one packet every ~90 ticks.
 Status SshTarget::TopUpWindow() {
   Conn* c = conn_.get();
   // While a write is half done libssh2 takes no other packet; the next call comes back here.

@@ -151,7 +151,8 @@ class SshTarget : public TargetBase {
   Status StartFallback(const std::string& why);
 
   // Ready: moves bytes both ways and handles replies; false after Failed() or Deliver().
-  bool PumpReady();
+  // `just_sent`: called right after a tick's requests were queued; reads wait for the socket.
+  bool PumpReady(bool just_sent = false);
   Status Flush(bool* again);
   Status ReadChannel(bool* again, bool* finished);
   Status TopUpWindow();
