@@ -58,6 +58,31 @@ TEST_CASE("SocketWatcher reports readability and stops cleanly") {
   CloseLoop(&loop);
 }
 
+TEST_CASE("SocketWatcher destroyed inside its own callback: the callback's captures live until it returns") {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  int fds[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+  auto state = std::make_shared<int>(0);
+  std::weak_ptr<int> watch = state;
+  std::unique_ptr<SocketWatcher> w;
+  int after = -1;
+  w = std::make_unique<SocketWatcher>(&loop, fds[0], [&w, &after, state](int, int) {
+    w.reset();        // the watcher goes while its callback runs ...
+    *state += 1;      // ... and what the callback captured is still there
+    after = *state;
+  });
+  state.reset();  // the callback holds the only reference now
+  REQUIRE(w->Watch(true, false).ok());
+  REQUIRE(::write(fds[1], "x", 1) == 1);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(after == 1);
+  CHECK(watch.expired());  // freed with the handle's block in the close callback
+  ::close(fds[0]);
+  ::close(fds[1]);
+  CloseLoop(&loop);
+}
+
 TEST_CASE("TcpExchange: refused connection is Unavailable, callback once, loop closes") {
   uv_loop_t loop;
   uv_loop_init(&loop);
