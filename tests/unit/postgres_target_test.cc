@@ -155,7 +155,13 @@ TEST_CASE("statements: TickQueries splits into one statement per result the pars
     auto parts = pg::SplitStatements(pgp::TickQueries(v));
     CHECK(parts.size() == pgp::kStatementNames.size());
     for (const auto& s : parts) CHECK(s.rfind("SELECT", 0) == 0);
+    // Shared by the connections: built once per version (and thread).
+    const pg::TickSql& sql = pg::TickSqlFor(v);
+    CHECK(&sql == &pg::TickSqlFor(v));
+    CHECK(sql.statements == parts);
+    CHECK(sql.text_query == pgp::TickQueryText(v));
   }
+  CHECK(&pg::TickSqlFor(160000) != &pg::TickSqlFor(170000));
 }
 
 TEST_CASE("results: names, text values and NULLs from a PGresult; errors as text") {
