@@ -255,7 +255,11 @@ struct SshTarget::Conn {
   };
   std::vector<FsResult> fs_results;
   std::vector<std::string> fs_paths;  // the filesystems of the latest mount table
-  std::string fs_paths_from;          // the mount table fs_paths were taken from
+  // linuxhost::SelectMounts() of the latest mount table, made again only when its text changes.
+  linuxhost::MountSelection mount_selection;
+  std::string mount_selection_from;  // the mount table it was made from
+  bool mount_selection_valid = false;
+  std::vector<const std::string*> parse_files;  // ParseTickFiles()'s input, reused
   // Fallback stream.
   std::string command;
   ssh::stream::Parser parser;
@@ -1454,12 +1458,7 @@ Status SshTarget::AfterReadRound(bool* finished) {
     for (const FileSlot& s : c->slots) {
       if (s.path != linuxhost::kMountsFile) continue;
       if (s.state != FileSlot::State::kDone) break;
-      if (s.content != c->fs_paths_from) {  // mount tables rarely change: select only then
-        c->fs_paths_from = s.content;
-        std::vector<linuxhost::Mount> mounts = linuxhost::FilesystemsToStat(s.content, filters_);
-        c->fs_paths.clear();
-        for (linuxhost::Mount& m : mounts) c->fs_paths.push_back(std::move(m.mountpoint));
-      }
+      SelectMounts(c, s.content);
       for (const std::string& mp : c->fs_paths) {
         if (std::find(c->fs_asked.begin(), c->fs_asked.end(), mp) != c->fs_asked.end()) continue;
         sftp::AppendStatvfs(&c->out, kStatvfsIdBase + static_cast<uint32_t>(c->fs_asked.size()),
@@ -1478,19 +1477,32 @@ Status SshTarget::AfterReadRound(bool* finished) {
   return Status::OK();
 }
 
+void SshTarget::SelectMounts(Conn* c, const std::string& proc_mounts) {
+  if (c->mount_selection_valid && proc_mounts == c->mount_selection_from) return;
+  c->mount_selection = linuxhost::SelectMounts(proc_mounts, filters_);
+  c->mount_selection_from = proc_mounts;
+  c->mount_selection_valid = true;
+  c->fs_paths.clear();
+  for (const linuxhost::Mount& m : c->mount_selection.mounts) c->fs_paths.push_back(m.mountpoint);
+}
+
 void SshTarget::DeliverSftpTick() {
   Conn* c = conn_.get();
   c->in_tick = false;
-  // What Parse() reads: the contents are swapped in and out, so no file is copied.
+  // What ParseTickFiles() reads: the slots' contents in place, by their TickFiles() index (the
+  // slots are in that order; extra files after them are read but not parsed).
   uint64_t bytes = 0, round_trips = 0;
   std::vector<std::string> warnings;
-  for (FileSlot& s : c->slots) {
+  const std::string* mounts = nullptr;
+  c->parse_files.assign(c->slots.size(), nullptr);
+  for (size_t i = 0; i < c->slots.size(); ++i) {
+    FileSlot& s = c->slots[i];
     if (s.state == FileSlot::State::kDone) {
-      files_[s.path].swap(s.content);
-      bytes += files_[s.path].size();
-    } else {
-      files_.erase(s.path);
-      if (s.state == FileSlot::State::kFailed) warnings.push_back(s.path + ": " + s.error);
+      c->parse_files[i] = &s.content;
+      bytes += s.content.size();
+      if (s.path == linuxhost::kMountsFile) mounts = &s.content;
+    } else if (s.state == FileSlot::State::kFailed) {
+      warnings.push_back(s.path + ": " + s.error);
     }
     round_trips = std::max(round_trips, s.rounds);
     // A file that came whole in its first reply but needed a READ to see EOF: next tick, that
@@ -1501,6 +1513,7 @@ void SshTarget::DeliverSftpTick() {
     s.probe_at = probe ? s.offset : 0;
   }
   if (c->second_wave) ++round_trips;
+  if (mounts != nullptr) SelectMounts(c, *mounts);  // done already when statvfs is supported
   // Filesystems: this tick's table, in its order; results for mountpoints no longer listed
   // (unmounted since the last tick) are dropped.
   fs_.clear();
@@ -1514,11 +1527,10 @@ void SshTarget::DeliverSftpTick() {
       warnings.push_back("statvfs " + mp + ": " + r.error);
     }
   }
-  plugins::ParseResult result = linuxhost::Parse(files_, fs_, filters_);
+  plugins::ParseResult result = linuxhost::ParseTickFiles(
+      c->parse_files, fs_, filters_, mounts != nullptr ? &c->mount_selection : nullptr);
   std::vector<std::string> explained = stats_.absent;
-  for (FileSlot& s : c->slots) {
-    auto it = files_.find(s.path);
-    if (it != files_.end()) it->second.swap(s.content);
+  for (const FileSlot& s : c->slots) {
     if (s.state == FileSlot::State::kFailed) explained.push_back(s.path);
   }
   DropNotReadWarnings(explained, &result.warnings);

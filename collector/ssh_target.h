@@ -25,7 +25,8 @@
 // handle's requests in order; a file whose length changed just ignores that reply). When this
 // tick's /proc/mounts lists filesystems that were not asked (first tick, new mounts), they are
 // asked in a second round. Results for filesystems no longer listed are dropped. Then
-// linuxhost::Parse() and Deliver(). Typically 1 round trip and one request per file per tick
+// linuxhost::ParseTickFiles() (the mount table's selection kept while its text stays the same)
+// and Deliver(). Typically 1 round trip and one request per file per tick
 // (2 on the first tick).
 //
 // A tick (fallback): one request line on the script's stdin, the framed reply parsed, Parse(),
@@ -54,7 +55,7 @@
 //
 // Memory: about 100 KiB per session on a small host (tests/integration/test_ssh_target.py
 // measures it): libssh2 and OpenSSL state, the file contents, the read buffer. Nothing big is
-// allocated per tick: contents, the read buffer and Parse()'s map keep their capacity.
+// allocated per tick: contents (parsed in place) and the read buffer keep their capacity.
 //
 // Thread: the loop's. Lifetime: may be destroyed at any time (also from the DeliverFn or the
 // state callback: Deliver(), Connected() and Failed() are always the last thing a callback of
@@ -101,8 +102,9 @@ class SshTarget : public TargetBase {
 
   const SshTargetStats& ssh_stats() const { return stats_; }
 
-  // Extra files read every tick after linuxhost::TickFiles(), passed to Parse() like the
-  // others (tests use a path that opens but cannot be read, e.g. a directory).
+  // Extra files read every tick after linuxhost::TickFiles() like the others: a failed read is
+  // a warning, the plugin parses none of them (tests use a path that opens but cannot be read,
+  // e.g. a directory).
   // REQUIRES: before Start().
   void set_extra_files(std::vector<std::string> files) { extra_files_ = std::move(files); }
 
@@ -159,6 +161,9 @@ class SshTarget : public TargetBase {
   Status HandleSftpPacket(const ssh::sftp::Packet& p, bool* finished);
   Status HandleStreamBytes(std::string_view bytes, bool* finished);
   Status AfterReadRound(bool* finished);
+  // Makes c->mount_selection and c->fs_paths from this tick's mount table, unless it is the
+  // table they were made from.
+  void SelectMounts(Conn* c, const std::string& proc_mounts);
   void DeliverSftpTick();
   void DeliverStreamTick();
   void WatchSocket();
@@ -183,9 +188,7 @@ class SshTarget : public TargetBase {
   Resolve* resolve_ = nullptr;  // the pending getaddrinfo, if any (freed by its callback)
   uint64_t next_generation_ = 1;
 
-  // Per-session tick state lives in Conn; what Parse() reads is kept here so that its strings
-  // keep their capacity across ticks and reconnects.
-  std::map<std::string, std::string> files_;
+  // Per-session tick state (file contents included, parsed in place) lives in Conn.
   std::vector<plugins::linuxhost::FsStat> fs_;
   SshTargetStats stats_;
 };

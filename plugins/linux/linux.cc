@@ -4,6 +4,7 @@
 #include "plugins/linux/linux.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <utility>
 
 #include "plugins/linux/text.h"
@@ -697,45 +698,67 @@ void ParseFilesystems(const std::vector<Mount>* mounts, const std::vector<FsStat
   }
 }
 
-ParseResult Parse(const std::map<std::string, std::string>& files, const std::vector<FsStat>& fs,
-                  const Filters& filters) {
+MountSelection SelectMounts(std::string_view proc_mounts, const Filters& filters) {
+  MountSelection out;
+  out.mounts = SelectFilesystems(proc_mounts, filters, &out.warnings);
+  return out;
+}
+
+ParseResult ParseTickFiles(std::span<const std::string* const> files,
+                           const std::vector<FsStat>& fs, const Filters& filters,
+                           const MountSelection* mounts) {
   ParseResult r;
   r.readings.reserve(256);
-  // One std::string per path, made once: lookups then allocate nothing.
-  static const std::vector<std::string> kPaths = TickFiles();
-  auto file = [&files, &r](std::string_view path) -> const std::string* {
-    const std::string* key = nullptr;
-    for (const std::string& p : kPaths) {
-      if (p == path) key = &p;
-    }
-    auto it = key ? files.find(*key) : files.find(std::string(path));
-    if (it == files.end()) {
-      r.warnings.push_back(std::string(path) + ": not read");
-      return nullptr;
-    }
-    return &it->second;
+  // TickFiles() order (see there); the parsers run in that order.
+  enum : size_t {
+    kStat, kDiskstats, kNetDev, kMeminfo, kVmstat, kLoadavg, kNetSnmp, kSockstat, kSockstat6,
+    kFileNr, kPressureCpu, kPressureMemory, kPressureIo, kUptime, kMounts, kCount
   };
-  if (const std::string* t = file("/proc/stat")) ParseStat(*t, filters, &r);
-  if (const std::string* t = file("/proc/diskstats")) ParseDiskstats(*t, filters, &r);
-  if (const std::string* t = file("/proc/net/dev")) ParseNetDev(*t, filters, &r);
-  if (const std::string* t = file("/proc/meminfo")) ParseMeminfo(*t, &r);
-  if (const std::string* t = file("/proc/vmstat")) ParseVmstat(*t, &r);
-  if (const std::string* t = file("/proc/loadavg")) ParseLoadavg(*t, &r);
-  if (const std::string* t = file("/proc/net/snmp")) ParseNetSnmp(*t, &r);
-  if (const std::string* t = file("/proc/net/sockstat")) ParseSockstat(*t, &r);
-  if (const std::string* t = file("/proc/net/sockstat6")) ParseSockstat6(*t, &r);
-  if (const std::string* t = file("/proc/sys/fs/file-nr")) ParseFileNr(*t, &r);
-  if (const std::string* t = file("/proc/pressure/cpu")) ParsePressure("cpu", *t, &r);
-  if (const std::string* t = file("/proc/pressure/memory")) ParsePressure("memory", *t, &r);
-  if (const std::string* t = file("/proc/pressure/io")) ParsePressure("io", *t, &r);
-  if (const std::string* t = file("/proc/uptime")) ParseUptime(*t, &r);
-  if (const std::string* t = file(kMountsFile)) {
-    std::vector<Mount> mounts = SelectFilesystems(*t, filters, &r.warnings);
-    ParseFilesystems(&mounts, fs, &r);
+  static const std::vector<std::string> kPaths = TickFiles();
+  if (kPaths.size() != kCount) std::abort();  // TickFiles() and this list disagree
+  auto file = [&](size_t i) -> const std::string* {
+    const std::string* t = i < files.size() ? files[i] : nullptr;
+    if (t == nullptr) r.warnings.push_back(kPaths[i] + ": not read");
+    return t;
+  };
+  if (const std::string* t = file(kStat)) ParseStat(*t, filters, &r);
+  if (const std::string* t = file(kDiskstats)) ParseDiskstats(*t, filters, &r);
+  if (const std::string* t = file(kNetDev)) ParseNetDev(*t, filters, &r);
+  if (const std::string* t = file(kMeminfo)) ParseMeminfo(*t, &r);
+  if (const std::string* t = file(kVmstat)) ParseVmstat(*t, &r);
+  if (const std::string* t = file(kLoadavg)) ParseLoadavg(*t, &r);
+  if (const std::string* t = file(kNetSnmp)) ParseNetSnmp(*t, &r);
+  if (const std::string* t = file(kSockstat)) ParseSockstat(*t, &r);
+  if (const std::string* t = file(kSockstat6)) ParseSockstat6(*t, &r);
+  if (const std::string* t = file(kFileNr)) ParseFileNr(*t, &r);
+  if (const std::string* t = file(kPressureCpu)) ParsePressure("cpu", *t, &r);
+  if (const std::string* t = file(kPressureMemory)) ParsePressure("memory", *t, &r);
+  if (const std::string* t = file(kPressureIo)) ParsePressure("io", *t, &r);
+  if (const std::string* t = file(kUptime)) ParseUptime(*t, &r);
+  if (const std::string* t = file(kMounts)) {
+    if (mounts != nullptr) {
+      r.warnings.insert(r.warnings.end(), mounts->warnings.begin(), mounts->warnings.end());
+      ParseFilesystems(&mounts->mounts, fs, &r);
+    } else {
+      std::vector<Mount> selected = SelectFilesystems(*t, filters, &r.warnings);
+      ParseFilesystems(&selected, fs, &r);
+    }
   } else {
     ParseFilesystems(nullptr, fs, &r);
   }
   return r;
+}
+
+ParseResult Parse(const std::map<std::string, std::string>& files, const std::vector<FsStat>& fs,
+                  const Filters& filters) {
+  // One std::string per path, made once: lookups then allocate nothing.
+  static const std::vector<std::string> kPaths = TickFiles();
+  std::vector<const std::string*> by_index(kPaths.size(), nullptr);
+  for (size_t i = 0; i < kPaths.size(); ++i) {
+    auto it = files.find(kPaths[i]);
+    if (it != files.end()) by_index[i] = &it->second;
+  }
+  return ParseTickFiles(by_index, fs, filters, nullptr);
 }
 
 }  // namespace trapline::plugins::linuxhost

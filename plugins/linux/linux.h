@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -153,6 +154,24 @@ std::vector<Mount> FilesystemsToStat(std::string_view proc_mounts, const Filters
 // mount table this tick, results are kept and their entities have no device or fstype.
 ParseResult Parse(const std::map<std::string, std::string>& files, const std::vector<FsStat>& fs,
                   const Filters& filters);
+
+// What Parse() makes of a mount table: FilesystemsToStat() and the warnings about its malformed
+// lines. Mount tables rarely change: a caller that reads one every tick may keep this while
+// the table's text stays the same and hand it to ParseTickFiles().
+struct MountSelection {
+  std::vector<Mount> mounts;
+  std::vector<std::string> warnings;
+};
+MountSelection SelectMounts(std::string_view proc_mounts, const Filters& filters);
+
+// Parse() for a caller that keeps the contents by position, as the SSH target does (no map
+// to fill and search every tick): files[i] is the content of TickFiles()[i], or null when it
+// was not read (entries past files.size() count as not read). `mounts`: null, or
+// SelectMounts() of files' mount table with the same filters. Same result as Parse() with the
+// same contents.
+ParseResult ParseTickFiles(std::span<const std::string* const> files,
+                           const std::vector<FsStat>& fs, const Filters& filters,
+                           const MountSelection* mounts = nullptr);
 
 // Per-file parsers (see the contracts at the top); each file's path is in its warnings.
 void ParseStat(std::string_view text, const Filters& filters, ParseResult* out);  // /proc/stat

@@ -781,6 +781,54 @@ TEST_CASE("linux: filesystems to stat") {
   }
 }
 
+// The same readings, entities and warnings, in the same order.
+void CheckSameResult(const ParseResult& a, const ParseResult& b) {
+  REQUIRE(a.readings.size() == b.readings.size());
+  for (size_t i = 0; i < a.readings.size(); ++i) {
+    CHECK(a.readings[i].metric == b.readings[i].metric);
+    CHECK(a.readings[i].entity == b.readings[i].entity);
+    CHECK(a.readings[i].value == b.readings[i].value);
+  }
+  REQUIRE(a.entities.size() == b.entities.size());
+  for (size_t i = 0; i < a.entities.size(); ++i) {
+    CHECK(a.entities[i].kind == b.entities[i].kind);
+    CHECK(a.entities[i].name == b.entities[i].name);
+    CHECK(a.entities[i].labels == b.entities[i].labels);
+  }
+  CHECK(a.warnings == b.warnings);
+}
+
+TEST_CASE("linux: ParseTickFiles() by TickFiles() index, with a kept mount selection, is Parse()") {
+  auto files = LoadTick(kT0);
+  SUBCASE("a captured tick") {}
+  SUBCASE("a server's mount table with a malformed line (warnings kept with the selection)") {
+    files["/proc/mounts"] = Variant("mounts_server") + "junk\n";
+  }
+  SUBCASE("a file not read") { files.erase("/proc/vmstat"); }
+  SUBCASE("no mount table") { files.erase("/proc/mounts"); }
+  const std::vector<FsStat> fs = {FsStat{"/", 4096, 4096, 1000, 400, 350, 100, 25, 25}};
+  const ParseResult want = Parse(files, fs, Filters{});
+  if (files.count("/proc/mounts") > 0 && files["/proc/mounts"].ends_with("junk\n")) {
+    CHECK(HasWarning(want, "/proc/mounts: malformed line 'junk'"));
+  }
+  std::vector<const std::string*> by_index;
+  for (const std::string& path : TickFiles()) {
+    auto it = files.find(path);
+    by_index.push_back(it == files.end() ? nullptr : &it->second);
+  }
+  CheckSameResult(ParseTickFiles(by_index, fs, Filters{}), want);
+  if (files.count("/proc/mounts") > 0) {
+    const MountSelection kept = SelectMounts(files["/proc/mounts"], Filters{});
+    CHECK(kept.mounts == FilesystemsToStat(files["/proc/mounts"], Filters{}));
+    CheckSameResult(ParseTickFiles(by_index, fs, Filters{}, &kept), want);
+  }
+  // Entries past the end count as not read.
+  by_index.resize(3);
+  const ParseResult short_list = ParseTickFiles(by_index, fs, Filters{});
+  CHECK(HasWarning(short_list, "/proc/uptime: not read"));
+  CHECK(Get(short_list, "cpu.count") > 0);
+}
+
 TEST_CASE("linux: filesystem readings") {
   std::vector<Mount> mounts = {{"/dev/sda1", "/", "ext4"}, {"/dev/sdb1", "/data disk", "btrfs"}};
   FsStat root{"/", 4096, 4096, 1000, 400, 350, 100, 25, 25};
