@@ -374,21 +374,6 @@ Result<NewService> ParseNewService(std::string_view body) {
   return s;
 }
 
-std::string BearerToken(std::string_view a) {
-  while (!a.empty() && a.front() == ' ') a.remove_prefix(1);
-  constexpr std::string_view kScheme = "bearer ";
-  if (a.size() <= kScheme.size()) return "";
-  for (size_t i = 0; i < kScheme.size(); ++i) {
-    char c = a[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != kScheme[i]) return "";
-  }
-  a.remove_prefix(kScheme.size());
-  while (!a.empty() && a.front() == ' ') a.remove_prefix(1);
-  while (!a.empty() && a.back() == ' ') a.remove_suffix(1);
-  return std::string(a);
-}
-
 // ---- rate limiter -----------------------------------------------------------------------------
 
 RateLimiter::RateLimiter(double rate_per_s, double burst, size_t max_keys)

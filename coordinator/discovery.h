@@ -107,11 +107,6 @@ Result<NewService> ParseNewService(std::string_view body);
 // passfile= or sslpassword= query parameter (the key percent-decoded, any case).
 bool UriHasSecret(std::string_view uri);
 
-// The token of an "Authorization: Bearer <token>" header, or "" (no header, another scheme).
-// CheckBearer (http_api.h) compares a header with one known token; a report's token is not
-// known in advance (it is looked up by its hash), so this one hands the token out.
-std::string BearerToken(std::string_view authorization);
-
 // [discovery] in the coordinator's config.
 struct DiscoveryOptions {
   std::string enrolment_secret;  // first line of enrolment_secret_file; empty: no enrolment

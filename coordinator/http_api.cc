@@ -104,19 +104,25 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
-BearerCheck CheckBearer(std::string_view authorization, std::string_view token) {
-  while (!authorization.empty() && authorization.front() == ' ') authorization.remove_prefix(1);
-  if (authorization.empty()) return BearerCheck::kMissing;
+std::string BearerToken(std::string_view authorization) {
+  std::string_view a = authorization;
+  while (!a.empty() && a.front() == ' ') a.remove_prefix(1);
   constexpr std::string_view kScheme = "bearer ";
-  if (authorization.size() < kScheme.size()) return BearerCheck::kWrong;
+  if (a.size() <= kScheme.size()) return "";
   for (size_t i = 0; i < kScheme.size(); ++i) {
-    char c = authorization[i];
+    char c = a[i];
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != kScheme[i]) return BearerCheck::kWrong;
+    if (c != kScheme[i]) return "";
   }
-  std::string_view given = authorization.substr(kScheme.size());
-  while (!given.empty() && given.front() == ' ') given.remove_prefix(1);
-  while (!given.empty() && given.back() == ' ') given.remove_suffix(1);
+  a.remove_prefix(kScheme.size());
+  while (!a.empty() && a.front() == ' ') a.remove_prefix(1);
+  while (!a.empty() && a.back() == ' ') a.remove_suffix(1);
+  return std::string(a);
+}
+
+BearerCheck CheckBearer(std::string_view authorization, std::string_view token) {
+  if (authorization.find_first_not_of(' ') == std::string_view::npos) return BearerCheck::kMissing;
+  std::string given = BearerToken(authorization);
   if (token.empty() || given.empty()) return BearerCheck::kWrong;
   return ConstantTimeEquals(given, token) ? BearerCheck::kOk : BearerCheck::kWrong;
 }
@@ -476,8 +482,7 @@ void HttpApi::HostRoute(const HttpRequest& r, Call call) {
   size_t slash = rest.find('/');
   std::string name(rest.substr(0, slash));
   std::string sub(slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1));
-  if (name.empty()) {
-    if (r.method == "GET" || r.method == "HEAD") return Hosts(r, std::move(call));
+  if (name.empty()) {  // the list is PanelHosts' (GET only)
     return call.Send(HttpResponse::Error(405, "method " + r.method + " not allowed on " + r.path));
   }
   if (Status st = ValidateName(name, "host name"); !st.ok()) return call.Send(st);
@@ -515,28 +520,6 @@ void HttpApi::HostRoute(const HttpRequest& r, Call call) {
           "er.collector_id WHERE s.host_id = h.id ORDER BY er.at DESC, er.id DESC LIMIT 20) x), "
           "'[]'::json))::text FROM hosts h WHERE h.name = $1",
       {name}, [name](const pg::Rows& rows) { return JsonOf(rows, 200, "no host '" + name + "'"); });
-}
-
-void HttpApi::Hosts(const HttpRequest& r, Call call) {
-  auto paging = ParsePaging(r);
-  if (!paging.ok()) return call.Send(paging.status());
-  auto enabled = ParseBoolParam(r.QueryParam("enabled"), "enabled");
-  if (!enabled.ok()) return call.Send(enabled.status());
-  std::string q = r.QueryParam("q");
-  if (q.size() > kMaxAddressBytes) return call.Send(Status::InvalidArgument("q is too long"));
-  Sql(call, "api hosts",
-      "WITH f AS (SELECT * FROM hosts h WHERE ($1::boolean IS NULL OR h.enabled = $1::boolean) "
-      "  AND ($2::text IS NULL OR strpos(lower(h.name), lower($2)) > 0 "
-      "       OR strpos(lower(h.address), lower($2)) > 0)), "
-      "page AS (SELECT * FROM f ORDER BY name LIMIT $3::int OFFSET $4::int) "
-      "SELECT json_build_object('total', (SELECT count(*) FROM f), 'limit', $3::int, 'offset', "
-      "$4::int, 'hosts', coalesce((SELECT json_agg((" + HostObject("h") +
-          "::jsonb || jsonb_build_object('services', (SELECT count(*) FROM services s WHERE "
-          "s.host_id = h.id), 'services_enabled', (SELECT count(*) FROM services s WHERE s.host_id = "
-          "h.id AND s.enabled)))::json ORDER BY h.name) FROM page h), '[]'::json))::text",
-      {OptBool(*enabled), q.empty() ? pg::Value() : pg::Value(q), std::to_string(paging->limit),
-       std::to_string(paging->offset)},
-      [](const pg::Rows& rows) { return JsonOf(rows); });
 }
 
 void HttpApi::PostHost(const HttpRequest& r, Call call) {

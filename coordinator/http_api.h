@@ -130,6 +130,10 @@ Result<double> ParseRfc3339(std::string_view text);
 
 // Constant-time comparison (the time depends on the lengths only).
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
+// The token of an "Authorization: Bearer <token>" header (scheme in any case, spaces around
+// the token dropped), or "" (no header, another scheme, no token). A discovery report's token is
+// not known in advance (it is looked up by its hash): it takes the token from here.
+std::string BearerToken(std::string_view authorization);
 enum class BearerCheck { kOk, kMissing, kWrong };
 // `authorization` is the header's value ("Bearer <token>"). An empty `token` never matches.
 BearerCheck CheckBearer(std::string_view authorization, std::string_view token);
@@ -228,7 +232,6 @@ class HttpApi {
   void HostRoute(const HttpRequest& r, Call call);
   void Collectors(const HttpRequest& r, Call call);
   void PatchCollector(const HttpRequest& r, Call call);
-  void Hosts(const HttpRequest& r, Call call);
   void PostHost(const HttpRequest& r, Call call);
   void PatchHost(const HttpRequest& r, Call call);
   void DeleteHost(const HttpRequest& r, Call call);

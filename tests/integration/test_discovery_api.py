@@ -560,7 +560,9 @@ def test_rate_limit(ctx):
     try:
         wait_until(lambda: f"127.0.0.1:{port}" in co2.stderr() or "standby" in co2.stderr()
                    or not co2.alive(), 20, "co2 to start")
-        wait_until(lambda: _status(port) == 200, 10, "co2's API")
+        # A query, not just /status: the API answers before its registry connection is up
+        # (a report then gets 503, seen once in a run).
+        wait_until(lambda: _status(port, "/api/v1/hosts?limit=1") == 200, 10, "co2's API and registry")
         codes = []
         for _ in range(3):
             status, out, hdrs = ctx.post(report(), token=ctx.host_token, port=port)
@@ -598,10 +600,10 @@ def test_config(ctx):
     check_config(f'enrolment_secret_file = "{ctx.secret_file}"\ngone_after_reports = 5', None)
 
 
-def _status(port):
+def _status(port, path="/api/v1/status"):
     try:
         with urllib.request.urlopen(urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/v1/status",
+                f"http://127.0.0.1:{port}{path}",
                 headers={"Authorization": f"Bearer {TOKEN}"}), timeout=2) as r:
             return r.status
     except (OSError, urllib.error.URLError):

@@ -314,14 +314,6 @@ TEST_CASE("UriHasSecret: passwords in the userinfo or the query") {
   CHECK(!UriHasSecret(""));
 }
 
-TEST_CASE("discovery: bearer tokens and peers") {
-  CHECK(BearerToken("Bearer abc") == "abc");
-  CHECK(BearerToken("  bearer   abc  ") == "abc");
-  CHECK(BearerToken("Basic abc").empty());
-  CHECK(BearerToken("Bearer ").empty());
-  CHECK(BearerToken("").empty());
-}
-
 TEST_CASE("discovery: token bucket per key") {
   RateLimiter rl(0.1, 2, 4);  // one per 10 s, burst 2
   CHECK(rl.Take("a", 100) == 0);

@@ -63,6 +63,12 @@ TEST_CASE("bearer tokens: constant-time compare, scheme, missing vs wrong") {
   CHECK(CheckBearer(token, token) == BearerCheck::kWrong);
   CHECK(CheckBearer("Bearer ", "") == BearerCheck::kWrong);
   CHECK(CheckBearer("Bearer x", "") == BearerCheck::kWrong);
+  CHECK(CheckBearer("   ", token) == BearerCheck::kMissing);
+  CHECK(BearerToken("Bearer abc") == "abc");
+  CHECK(BearerToken("  bearer   abc  ") == "abc");
+  CHECK(BearerToken("Basic abc").empty());
+  CHECK(BearerToken("Bearer ").empty());
+  CHECK(BearerToken("").empty());
 }
 
 TEST_CASE("query parameters: paging, booleans, ids") {
