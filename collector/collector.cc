@@ -133,10 +133,20 @@ void ReplyBatcher::BeforePoll() {
 LoopLagMonitor::LoopLagMonitor(uv_loop_t* loop, uint64_t period_ms)
     : loop_(loop), period_ms_(period_ms), timer_(loop) {
   lags_ms_.reserve(1024);
-  expected_ns_ = uv_hrtime() + period_ms_ * 1000000;
-  timer_.Start(period_ms_, period_ms_, [this] {
-    uint64_t now = uv_hrtime();
-    double lag = now > expected_ns_ ? static_cast<double>(now - expected_ns_) / 1e6 : 0;
+  Arm();
+  timer_.Unref();  // the monitor alone does not keep the loop running
+}
+
+void LoopLagMonitor::Arm() {
+  // Due on the loop-time grid of the period, the grid of the targets' tick slots
+  // (TargetBase::kTickSlotMs, also 100 ms): it fires in the loop iteration of a slot's ticks,
+  // and costs no wake-up of its own (a repeating timer would drift off the grid).
+  uint64_t now = uv_now(loop_);
+  uint64_t delay = (now / period_ms_ + 1) * period_ms_ - now;
+  expected_ns_ = uv_hrtime() + delay * 1000000;
+  timer_.Start(delay, 0, [this] {
+    uint64_t now_ns = uv_hrtime();
+    double lag = now_ns > expected_ns_ ? static_cast<double>(now_ns - expected_ns_) / 1e6 : 0;
     if (lags_ms_.size() < 100000) lags_ms_.push_back(lag);
     if (recent_ms_.size() < kRecent) {
       recent_ms_.push_back(lag);
@@ -146,9 +156,8 @@ LoopLagMonitor::LoopLagMonitor(uv_loop_t* loop, uint64_t period_ms)
     recent_next_ = (recent_next_ + 1) % kRecent;
     total_ms_ += lag;
     ++total_samples_;
-    expected_ns_ = now + period_ms_ * 1000000;
+    Arm();
   });
-  timer_.Unref();  // the monitor alone does not keep the loop running
 }
 
 LoopLagMonitor::Figures LoopLagMonitor::TakeFigures() {

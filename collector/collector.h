@@ -78,6 +78,8 @@ class LoopLagMonitor {
   static constexpr size_t kRecent = 600;
 
  private:
+  void Arm();
+
   uv_loop_t* loop_;
   uint64_t period_ms_;
   Timer timer_;
