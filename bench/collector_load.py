@@ -31,10 +31,19 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid):
-    """(user, system) CPU seconds of the process."""
+    """(user, system, total) CPU seconds of the process: user and system from /proc/PID/stat
+    (in clock ticks of 10 ms: about 2.5 us per target-second at 200 targets over 20 s), the
+    total from the scheduler's nanosecond counts of every thread (/proc/PID/task/*/schedstat)."""
     with open(f"/proc/{pid}/stat") as f:
         rest = f.read().rsplit(")", 1)[1].split()
-    return int(rest[11]) / TICK, int(rest[12]) / TICK
+    total_ns = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total_ns += int(f.read().split()[0])
+        except OSError:
+            pass  # a thread that just ended
+    return int(rest[11]) / TICK, int(rest[12]) / TICK, total_ns / 1e9
 
 
 def status_field(pid, name):
@@ -96,12 +105,12 @@ def run(kind, server, n, seconds, tmp, trapline=TRAPLINE):
     connected, p50, p99, lmax = stats[-1] if stats else ("?", "?", "?", "?")
     user = (c1[0] - c0[0]) / (t1 - t0) / n * 1e6
     sys_ = (c1[1] - c0[1]) / (t1 - t0) / n * 1e6
-    cpu_per_target_s = user + sys_
+    cpu_per_target_s = (c1[2] - c0[2]) / (t1 - t0) / n * 1e6
     return {"targets": n, "connected": connected, "cpu_us_per_target_s": cpu_per_target_s,
             "user_us_per_target_s": user, "sys_us_per_target_s": sys_,
             "lag_p50_ms": p50, "lag_p99_ms": p99, "lag_max_ms": lmax, "rss_kib": rss1,
             "rss_per_target_kib": rss1 / n, "wakeups_per_s": (w1 - w0) / (t1 - t0),
-            "collector_cpu_pct": 100 * (sum(c1) - sum(c0)) / (t1 - t0)}
+            "collector_cpu_pct": 100 * (c1[2] - c0[2]) / (t1 - t0)}
 
 
 def main():
