@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "common/log.h"
+#include "common/pg_client.h"
 
 namespace trapline {
 
@@ -153,57 +154,26 @@ const TickSql& TickSqlFor(int server_version) {
   return *sql;
 }
 
-void ReadResultSet(const pg_result* cres, pgp::ResultSet* rs) {
+pgp::ResultSet ToResultSet(const pg_result* cres) {
   // libpq's accessors take a non-const PGresult but do not modify it.
   auto* res = const_cast<PGresult*>(cres);
-  rs->error.clear();
+  pgp::ResultSet rs;
   ExecStatusType st = PQresultStatus(res);
-  if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE ||
-      st == PGRES_PIPELINE_ABORTED) {
-    rs->columns.clear();
-    rs->rows.clear();
-    if (st == PGRES_PIPELINE_ABORTED) {
-      rs->error = "not run: an earlier statement of the pipeline failed";
-      return;
-    }
+  if (st == PGRES_PIPELINE_ABORTED) {
+    rs.error = "not run: an earlier statement of the pipeline failed";
+    return rs;
+  }
+  if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
     const char* primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    rs->error = primary != nullptr ? OneLine(primary) : OneLine(PQresultErrorMessage(res));
-    if (rs->error.empty()) rs->error = PQresStatus(st);
-    if (state != nullptr) rs->error += std::string(" (SQLSTATE ") + state + ")";
-    return;
+    rs.error = primary != nullptr ? OneLine(primary) : OneLine(PQresultErrorMessage(res));
+    if (rs.error.empty()) rs.error = PQresStatus(st);
+    if (state != nullptr) rs.error += std::string(" (SQLSTATE ") + state + ")";
+    return rs;
   }
-  // The same statement gives the same columns and (nearly) the same rows tick after tick:
-  // assigning into the strings of the last tick reuses their storage, no allocation.
-  const auto ncols = static_cast<size_t>(PQnfields(res));
-  const auto nrows = static_cast<size_t>(PQntuples(res));
-  rs->columns.resize(ncols);
-  for (size_t c = 0; c < ncols; ++c) rs->columns[c].assign(PQfname(res, static_cast<int>(c)));
-  rs->rows.resize(nrows);
-  for (size_t r = 0; r < nrows; ++r) {
-    auto& row = rs->rows[r];
-    row.resize(ncols);
-    for (size_t c = 0; c < ncols; ++c) {
-      const int ri = static_cast<int>(r);
-      const int ci = static_cast<int>(c);
-      if (PQgetisnull(res, ri, ci)) {
-        row[c].reset();
-        continue;
-      }
-      const char* v = PQgetvalue(res, ri, ci);
-      const auto len = static_cast<size_t>(PQgetlength(res, ri, ci));
-      if (row[c]) {
-        row[c]->assign(v, len);
-      } else {
-        row[c].emplace(v, len);
-      }
-    }
-  }
-}
-
-pgp::ResultSet ToResultSet(const pg_result* result) {
-  pgp::ResultSet rs;
-  ReadResultSet(result, &rs);
+  pg::Rows rows = pg::ToRows(cres);
+  rs.columns = std::move(rows.columns);
+  rs.rows = std::move(rows.rows);
   return rs;
 }
 
@@ -478,7 +448,7 @@ Result<bool> PostgresTarget::Drain() {
 
 void PostgresTarget::TakeResult(const pg_result* cres) {
   if (!text_query_) {
-    postgres::ReadResultSet(cres, &results_.emplace_back());
+    results_.push_back(postgres::ToResultSet(cres));
     return;
   }
   auto* res = const_cast<PGresult*>(cres);
@@ -490,8 +460,7 @@ void PostgresTarget::TakeResult(const pg_result* cres) {
                                           static_cast<size_t>(PQgetlength(res, 0, 0))));
     return;
   }
-  pgp::ResultSet rs;
-  postgres::ReadResultSet(cres, &rs);
+  pgp::ResultSet rs = postgres::ToResultSet(cres);
   text_error_ = !rs.error.empty() ? rs.error : "not one text value";
 }
 

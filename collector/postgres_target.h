@@ -126,9 +126,6 @@ std::vector<std::string> SplitStatements(std::string_view sql);
 // for PGRES_FATAL_ERROR the primary message and SQLSTATE in `error`.
 // REQUIRES: result != nullptr.
 plugins::postgresql::ResultSet ToResultSet(const pg_result* result);
-// The same into *rs, reusing the storage of what it held.
-// REQUIRES: result != nullptr, rs != nullptr.
-void ReadResultSet(const pg_result* result, plugins::postgresql::ResultSet* rs);
 
 }  // namespace postgres
 

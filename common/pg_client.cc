@@ -122,7 +122,11 @@ bool IsError(ExecStatusType st) {
   return st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE;
 }
 
-Rows ToRows(PGresult* res) {
+}  // namespace
+
+Rows ToRows(const pg_result* cres) {
+  // libpq's accessors take a non-const PGresult but do not modify it.
+  auto* res = const_cast<PGresult*>(cres);
   Rows out;
   int ncols = PQnfields(res);
   int nrows = PQntuples(res);
@@ -147,6 +151,8 @@ Rows ToRows(PGresult* res) {
   out.command = tag != nullptr ? tag : "";
   return out;
 }
+
+namespace {
 
 double Random01() {
   static thread_local std::minstd_rand rng{std::random_device{}()};

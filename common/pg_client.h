@@ -57,6 +57,10 @@ struct Rows {
   std::string command;  // the command tag, e.g. "UPDATE 3"
 };
 
+// The rows of a result (columns, values, affected count, command tag); its status is not looked
+// at. REQUIRES: result != nullptr.
+Rows ToRows(const pg_result* result);
+
 using QueryCallback = std::function<void(Result<Rows>)>;
 
 // ---- pure helpers (unit-tested) --------------------------------------------------------
