@@ -5,6 +5,7 @@
 
 #include <charconv>
 #include <fstream>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -207,13 +208,22 @@ void RedisTarget::OnAuth(void* r, const char* errstr) {
 }
 
 void RedisTarget::Tick() {
-  // The command never changes: it is formatted once, in the protocol's own encoding, and
-  // handed to hiredis as it is (no argv formatting per tick).
+  // The command never changes: hiredis formats it once, and it is handed over as it is (no
+  // argv formatting per tick).
   static const std::string command = [] {
-    std::string out = "*" + std::to_string(plugins::redis::TickCommand().size()) + "\r\n";
-    for (const auto& a : plugins::redis::TickCommand()) {
-      out += "$" + std::to_string(a.size()) + "\r\n" + a + "\r\n";
+    std::vector<std::string> args = plugins::redis::TickCommand();
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    for (const auto& a : args) {
+      argv.push_back(a.c_str());
+      lens.push_back(a.size());
     }
+    char* formatted = nullptr;
+    int len = redisFormatCommandArgv(&formatted, static_cast<int>(argv.size()), argv.data(),
+                                     lens.data());
+    if (len < 0) throw std::bad_alloc();  // its only failure
+    std::string out(formatted, static_cast<size_t>(len));
+    redisFreeCommand(formatted);
     return out;
   }();
   // Queue the command and write it at once instead of waiting for a writable event: the
