@@ -138,9 +138,9 @@ LoopLagMonitor::LoopLagMonitor(uv_loop_t* loop, uint64_t period_ms)
 }
 
 void LoopLagMonitor::Arm() {
-  // Due on the loop-time grid of the period, the grid of the targets' tick slots
-  // (TargetBase::kTickSlotMs, also 100 ms): it fires in the loop iteration of a slot's ticks,
-  // and costs no wake-up of its own (a repeating timer would drift off the grid).
+  // Due on the loop-time grid of the period, by default the grid of the targets' tick slots
+  // (TargetBase::kTickSlotMs): it fires in the loop iteration of a slot's ticks and costs no
+  // wake-up of its own (a repeating timer would drift off the grid).
   uint64_t now = uv_now(loop_);
   uint64_t delay = (now / period_ms_ + 1) * period_ms_ - now;
   expected_ns_ = uv_hrtime() + delay * 1000000;

@@ -60,7 +60,7 @@ double ProcessCpuSeconds();
 // Event-loop lag: a timer asks to fire every `period`; how late it fires is the lag.
 class LoopLagMonitor {
  public:
-  explicit LoopLagMonitor(uv_loop_t* loop, uint64_t period_ms = 100);
+  explicit LoopLagMonitor(uv_loop_t* loop, uint64_t period_ms = TargetBase::kTickSlotMs);
   struct Figures {
     double p50_ms = 0;
     double p99_ms = 0;

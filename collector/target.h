@@ -94,6 +94,12 @@ class TargetBase {
   // collector. The cluster reports it per task so that the coordinator can weigh tasks by it.
   uint64_t busy_ns() const { return *busy_ns_; }
 
+  // Ticks are due on a grid of this many milliseconds of loop time: targets whose ticks share
+  // a slot tick in the same loop iteration and share its wake-ups. A wake-up from idle costs
+  // 17-45 us of CPU on a virtual machine (bench/collector_load.py prints them), more than a
+  // Redis tick's own work: ten slots a second, not a hundred.
+  static constexpr uint64_t kTickSlotMs = 100;
+
   // Ticks of this thread's targets waiting for their replies, and ticks ended (answered or
   // failed) so far: what ReplyBatcher watches to read replies in batches.
   struct TickCounts {
@@ -140,11 +146,6 @@ class TargetBase {
     uint64_t start_;
   };
   const std::shared_ptr<uint64_t>& busy_counter() const { return busy_ns_; }
-  // Ticks are due on a grid of this many milliseconds of loop time: targets whose ticks share
-  // a slot tick in the same loop iteration and share its wake-ups. A wake-up from idle costs
-  // 17-45 us of CPU on a virtual machine (bench/collector_load.py prints them), more than a
-  // Redis tick's own work: ten slots a second, not a hundred.
-  static constexpr uint64_t kTickSlotMs = 100;
   // Start() begins at most one connection per this many milliseconds (see Start()).
   static constexpr uint64_t kStartSpacingMs = 2;
   uint64_t timeout_ms() const { return static_cast<uint64_t>(config_.timeout_s * 1000); }

@@ -89,7 +89,10 @@ Prepare::Prepare(uv_loop_t* loop, std::function<void()> cb) : block_(new Block{}
   block_->callback = std::move(cb);
   uv_prepare_start(&block_->handle, [](uv_prepare_t* p) {
     auto* b = static_cast<Block*>(p->data);
-    if (b->callback) b->callback();
+    if (b->callback) {
+      auto cb_copy = b->callback;  // the callback may destroy this handle
+      cb_copy();
+    }
   });
 }
 
