@@ -294,22 +294,29 @@ def test_no_session(ctx):
     check(status == 200, "/metrics stays open")
 
 
+def refused_all(ctx, session, who, a_who, needle, requests):
+    """Each request of `session` is refused with 403 and an error naming `needle`, and none of
+    them changes anything."""
+    before = ctx.snapshot()
+    for method, path, body in requests:
+        status, out, _ = ctx.call(method, path, body, session=session)
+        check(status == 403 and needle in out.get("error", ""),
+              f"{who} {method} {path}: {status} {out}")
+        say(f"{who} {method} {path} -> 403 {out['error']}")
+    check(ctx.snapshot() == before, f"{a_who}'s refused request changed something")
+
+
 def test_roles(ctx):
     v, o = ctx.sessions["view1"], ctx.sessions["op1"]
     status, out, _ = ctx.call("GET", "/api/v1/hosts", session=v)
     check(status == 200, f"viewer GET hosts: {status} {out}")
-    before = ctx.snapshot()
-    for method, path, body in (("POST", "/api/v1/hosts", {"name": "viewer-host"}),
-                               ("PATCH", "/api/v1/collectors/c1", {"weight": 2}),
-                               ("PUT", "/api/v1/hosts/h1/maintenance", {}),
-                               ("GET", "/api/v1/users", None),
-                               ("POST", "/api/v1/users", {"name": "v2", "role": "admin",
-                                                          "password": "0123456789ab"})):
-        status, out, _ = ctx.call(method, path, body, session=v)
-        check(status == 403 and "viewer" in out.get("error", ""),
-              f"viewer {method} {path}: {status} {out}")
-        say(f"viewer {method} {path} -> 403 {out['error']}")
-    check(ctx.snapshot() == before, "a viewer's refused request changed something")
+    refused_all(ctx, v, "viewer", "a viewer", "viewer",
+                (("POST", "/api/v1/hosts", {"name": "viewer-host"}),
+                 ("PATCH", "/api/v1/collectors/c1", {"weight": 2}),
+                 ("PUT", "/api/v1/hosts/h1/maintenance", {}),
+                 ("GET", "/api/v1/users", None),
+                 ("POST", "/api/v1/users", {"name": "v2", "role": "admin",
+                                            "password": "0123456789ab"})))
     status, out, _ = ctx.call("POST", "/api/v1/hosts", {"name": "op-host"}, session=o)
     check(status == 201, f"operator POST host: {status} {out}")
     status, out, _ = ctx.call("GET", "/api/v1/users", session=o)
@@ -327,20 +334,14 @@ def test_roles(ctx):
             "WHERE name = 'op-host' ON CONFLICT DO NOTHING")
     sid = ctx.sql("SELECT s.id FROM services s JOIN hosts h ON h.id = s.host_id "
                   "WHERE h.name = 'op-host' AND s.port = 6390")[0][0]
-    before = ctx.snapshot()
-    for method, path, body in (
-            ("POST", "/api/v1/hosts", {"name": "op-host-2", "address": "203.0.113.9"}),
-            ("PATCH", "/api/v1/hosts/op-host", {"address": "203.0.113.9"}),
-            ("PATCH", f"/api/v1/services/{sid}", {"credential_profile": "roles-redis"}),
-            ("POST", "/api/v1/hosts/op-host/services", {"plugin": "redis", "port": 6391}),
-            ("POST", "/api/v1/hosts/op-host/clone", {"to": ["op-host-3"]}),
-            ("POST", "/api/v1/probe", {"uri": "redis://203.0.113.9:6379",
-                                       "credential_profile": "roles-redis"})):
-        status, out, _ = ctx.call(method, path, body, session=o)
-        check(status == 403 and "needs the admin role" in out.get("error", ""),
-              f"operator {method} {path}: {status} {out}")
-        say(f"operator {method} {path} -> 403 {out['error']}")
-    check(ctx.snapshot() == before, "an operator's refused request changed something")
+    refused_all(ctx, o, "operator", "an operator", "needs the admin role",
+                (("POST", "/api/v1/hosts", {"name": "op-host-2", "address": "203.0.113.9"}),
+                 ("PATCH", "/api/v1/hosts/op-host", {"address": "203.0.113.9"}),
+                 ("PATCH", f"/api/v1/services/{sid}", {"credential_profile": "roles-redis"}),
+                 ("POST", "/api/v1/hosts/op-host/services", {"plugin": "redis", "port": 6391}),
+                 ("POST", "/api/v1/hosts/op-host/clone", {"to": ["op-host-3"]}),
+                 ("POST", "/api/v1/probe", {"uri": "redis://203.0.113.9:6379",
+                                            "credential_profile": "roles-redis"})))
     status, out, _ = ctx.call("PATCH", f"/api/v1/services/{sid}", {"enabled": False}, session=o)
     check(status == 200, f"operator PATCH service enabled: {status} {out}")
 
