@@ -7,6 +7,9 @@ N targets of one kind sampled every second against real servers on loopback.
     python3 bench/collector_load.py --kind linux ...      (SSH to a local sshd)
     python3 bench/collector_load.py --kind redis --targets 1000 --bin OLD --bin NEW --runs 5
         (side by side: the binaries take turns against the same server, medians at the end)
+    python3 bench/collector_load.py --kind redis --targets 1000 --runs 3 --floor
+        (build/transport_floor takes its turns too: the bare transport of the same ticks with
+        nothing of trapline in the way, the floor under the collector's figure)
 
 All targets of a run point at one server of that kind (each with its own connection). The
 collector runs with --dry-run (values printed to /dev/null), so the figures cover connections,
@@ -27,6 +30,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from harness import PostgresServer, RedisServer, SshServer  # noqa: E402
 
 TRAPLINE = os.environ.get("TRAPLINE_BIN", os.path.join(HERE, "..", "build", "trapline"))
+FLOOR = "floor"  # the pseudo-binary name of build/transport_floor in the turns
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -113,6 +117,34 @@ def run(kind, server, n, seconds, tmp, trapline=TRAPLINE):
             "collector_cpu_pct": 100 * (c1[2] - c0[2]) / (t1 - t0)}
 
 
+def run_floor(kind, server, n, seconds, trapline):
+    """build/transport_floor (next to `trapline`) with the same N ticks a second against the
+    same server: the bare transport's CPU per target-second. For SSH it measures libssh2's
+    receive cost per byte on one session instead (see bench/transport_floor.cc)."""
+    floor_bin = os.path.join(os.path.dirname(os.path.abspath(trapline)), "transport_floor")
+    if kind == "redis":
+        args = ["redis", "--port", str(server.port), "--connections", str(n)]
+    elif kind == "postgresql":
+        args = ["postgresql", "--uri", f"postgresql://postgres@127.0.0.1:{server.port}/postgres",
+                "--connections", str(n)]
+    else:
+        args = ["ssh-stream", "--uri", f"ssh://{server.user}@127.0.0.1:{server.port}",
+                "--identity", server.key_ed25519, "--known-hosts", server.known_hosts]
+    if kind != "linux":
+        args += ["--seconds", str(seconds)]
+    out = subprocess.run([floor_bin] + args, capture_output=True, text=True, timeout=seconds + 120)
+    if out.returncode != 0:
+        sys.exit(f"collector_load: transport_floor failed: {out.stderr.strip()}")
+    line = out.stdout.strip()
+    m = re.search(r"([\d.]+) us CPU per target-second \(user ([\d.]+), kernel ([\d.]+)\)", line)
+    if m is None:  # ssh-stream: "...; a tick of B B: X us"
+        m = re.search(r"ns CPU per KiB received \(user (\d+), kernel (\d+)\).*: ([\d.]+) us$",
+                      line)
+        return {"line": line, "cpu_us_per_target_s": float(m.group(3))}
+    return {"line": line, "cpu_us_per_target_s": float(m.group(1)),
+            "user_us_per_target_s": float(m.group(2)), "sys_us_per_target_s": float(m.group(3))}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kind", choices=["redis", "postgresql", "linux"], required=True)
@@ -122,6 +154,8 @@ def main():
                     help="trapline binary to measure (repeat to compare; default $TRAPLINE_BIN "
                          "or build/trapline)")
     ap.add_argument("--runs", type=int, default=1, help="runs per binary and target count")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run build/transport_floor in the turns (the bare transport)")
     args = ap.parse_args()
     bins = args.bin or [TRAPLINE]
     tmp = os.path.join("/tmp", f"trapline-bench-{args.kind}-{os.getpid()}")
@@ -142,8 +176,13 @@ def main():
         base_rss = {b: run(args.kind, server, 1, 2, tmp, b)["rss_kib"] for b in bins}
         for n in args.targets:
             results = {b: [] for b in bins}
+            floors = []
             # Binaries take turns, so that a change in the machine's load hits them alike.
             for _ in range(args.runs):
+                if args.floor:
+                    f = run_floor(args.kind, server, n, args.seconds, bins[0])
+                    floors.append(f)
+                    print(f["line"], flush=True)
                 for b in bins:
                     r = run(args.kind, server, n, args.seconds, tmp, b)
                     r["rss_per_conn_kib"] = (r["rss_kib"] - base_rss[b]) / max(1, n - 1)
@@ -168,6 +207,15 @@ def main():
                           f"{med('sys_us_per_target_s'):.1f}), RSS "
                           f"{med('rss_per_target_kib'):.1f} KiB per target, "
                           f"{med('rss_per_conn_kib'):.1f} KiB per connection", flush=True)
+            if floors:
+                fmed = statistics.median(f["cpu_us_per_target_s"] for f in floors)
+                what = ("libssh2's receive cost of one tick's bytes alone" if args.kind == "linux"
+                        else "the bare transport of the same ticks")
+                ratios = ", ".join(
+                    f"{statistics.median(x['cpu_us_per_target_s'] for x in results[b]) / fmed:.2f}x"
+                    f" [{b}]" for b in bins)
+                print(f"{args.kind}: {n} targets, floor median of {len(floors)}: {fmed:.1f} us per "
+                      f"target-second ({what}); collector / floor: {ratios}", flush=True)
 
 
 if __name__ == "__main__":
