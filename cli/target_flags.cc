@@ -15,7 +15,10 @@ void AddTargetFlags(CLI::App* cmd, TargetFlags* f, bool uri_optional) {
   if (!uri_optional) uri->required();
   cmd->add_option("--plugin", f->plugin, "Plugin (default: from the URI scheme)");
   cmd->add_option("-i,--identity", f->identity, "SSH private key file (ed25519 or RSA)");
-  cmd->add_option("--passphrase", f->identity_passphrase, "Passphrase of the key");
+  cmd->add_option("--passphrase", f->identity_passphrase,
+                  "Passphrase of the key (visible to other users in ps: prefer --passphrase-file)");
+  cmd->add_option("--passphrase-file", f->identity_passphrase_file,
+                  "File whose first line is the passphrase of the key");
   cmd->add_flag("--agent", f->use_agent, "Try ssh-agent first");
   cmd->add_option("--known-hosts", f->known_hosts, "known_hosts file to check the host key against");
   cmd->add_flag("--trust-on-first-use", f->trust_on_first_use, "Accept and record an unknown host key");
@@ -54,6 +57,7 @@ Result<TargetConfig> ToTargetConfig(const TargetFlags& f, const plugins::PluginI
   tc.host = host.empty() ? UriHost(f.uri) : host;
   tc.identity = f.identity;
   tc.identity_passphrase = f.identity_passphrase;
+  tc.identity_passphrase_file = f.identity_passphrase_file;
   tc.use_agent = f.use_agent;
   tc.known_hosts = f.known_hosts;
   tc.trust_on_first_use = f.trust_on_first_use;

@@ -18,6 +18,7 @@ struct TargetFlags {
   std::string plugin;  // default: from the URI's scheme
   std::string identity;
   std::string identity_passphrase;
+  std::string identity_passphrase_file;
   bool use_agent = false;
   std::string known_hosts;
   bool trust_on_first_use = false;

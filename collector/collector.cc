@@ -60,6 +60,8 @@ Result<TargetConfig> TargetConfigFromTable(ConfigTable* t) {
   }
   TRAPLINE_ASSIGN_OR_RETURN(c.identity, t->GetString("identity", ""));
   TRAPLINE_ASSIGN_OR_RETURN(c.identity_passphrase, t->GetString("identity_passphrase", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(c.identity_passphrase_file,
+                            t->GetString("identity_passphrase_file", ""));
   TRAPLINE_ASSIGN_OR_RETURN(c.use_agent, t->GetBool("use_agent", false));
   TRAPLINE_ASSIGN_OR_RETURN(c.known_hosts, t->GetString("known_hosts", ""));
   TRAPLINE_ASSIGN_OR_RETURN(c.trust_on_first_use, t->GetBool("trust_on_first_use", false));

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 
@@ -57,20 +56,8 @@ Result<ConnParams> BuildConnParams(const std::string& conninfo, const std::strin
   return p;
 }
 
-Result<std::string> ReadPasswordFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Status::InvalidArgument("password_file " + path + ": cannot open");
-  std::string line;
-  if (!std::getline(in, line)) {
-    return Status::InvalidArgument("password_file " + path + ": empty");
-  }
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  if (line.empty()) return Status::InvalidArgument("password_file " + path + ": first line empty");
-  return line;
-}
-
 Result<std::string> PasswordFor(const TargetConfig& config) {
-  if (!config.password_file.empty()) return ReadPasswordFile(config.password_file);
+  if (!config.password_file.empty()) return ReadSecretFile(config.password_file, "password_file");
   return config.password;
 }
 

@@ -83,10 +83,6 @@ struct ConnParams {
 Result<ConnParams> BuildConnParams(const std::string& conninfo, const std::string& password,
                                    double timeout_s);
 
-// The first line of a password file, without its line ending. Empty or unreadable files are
-// InvalidArgument naming the path (never the content).
-Result<std::string> ReadPasswordFile(const std::string& path);
-
 // The password to use: password_file's first line when set, else config.password, else ""
 // (libpq's own sources then apply).
 Result<std::string> PasswordFor(const TargetConfig& config);

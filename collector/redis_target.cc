@@ -4,7 +4,6 @@
 #include <hiredis/hiredis.h>
 
 #include <charconv>
-#include <fstream>
 #include <new>
 #include <string>
 #include <vector>
@@ -89,21 +88,6 @@ struct RedisTarget::Link {
   }
 };
 
-namespace {
-
-std::string ReadPasswordFile(const std::string& path, Status* st) {
-  std::ifstream in(path);
-  std::string line;
-  if (!in || !std::getline(in, line)) {
-    *st = Status::InvalidArgument("password_file " + path + ": cannot read");
-    return {};
-  }
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  return line;
-}
-
-}  // namespace
-
 RedisTarget::RedisTarget(uv_loop_t* loop, TargetConfig config, DeliverFn deliver)
     : TargetBase(loop, std::move(config), std::move(deliver)), connect_deadline_(loop) {}
 
@@ -115,9 +99,9 @@ void RedisTarget::Connect() {
   password_ = addr->password;
   if (!config().password.empty()) password_ = config().password;
   if (!config().password_file.empty()) {
-    Status st;
-    password_ = ReadPasswordFile(config().password_file, &st);
-    if (!st.ok()) return Failed(st);
+    auto password = ReadSecretFile(config().password_file, "password_file");
+    if (!password.ok()) return Failed(password.status());
+    password_ = std::move(password).value();
   }
   redisAsyncContext* ac = redisAsyncConnect(addr->host.c_str(), addr->port);
   if (ac == nullptr) return Failed(Status::Internal("redisAsyncConnect: out of memory"));

@@ -754,7 +754,12 @@ Status SshTarget::StepAgent(bool* again) {
 Status SshTarget::StepAuthKey(bool* again) {
   Conn* c = conn_.get();
   const std::string& key = config().identity;
-  const std::string& pass = config().identity_passphrase;
+  std::string pass = config().identity_passphrase;
+  if (!config().identity_passphrase_file.empty()) {
+    auto read = ReadSecretFile(config().identity_passphrase_file, "identity_passphrase_file");
+    if (!read.ok()) return read.status();
+    pass = std::move(read).value();
+  }
   if (!c->key_loaded) {
     c->key_loaded = true;
     auto signer = ssh::RsaSha2Signer::Load(key, pass);

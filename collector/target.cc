@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <fstream>
 #include <random>
 #include <string_view>
 
@@ -171,6 +172,17 @@ void TargetBase::ScheduleReconnect() {
 
 void TargetBase::NotifyState() {
   if (on_state_) on_state_(*this);
+}
+
+Result<std::string> ReadSecretFile(const std::string& path, std::string_view setting) {
+  std::string where = std::string(setting) + " " + path;
+  std::ifstream in(path);
+  if (!in) return Status::InvalidArgument(where + ": cannot open");
+  std::string line;
+  if (!std::getline(in, line)) return Status::InvalidArgument(where + ": empty");
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty()) return Status::InvalidArgument(where + ": first line empty");
+  return line;
 }
 
 }  // namespace trapline

@@ -31,7 +31,8 @@ struct TargetConfig {
   std::string uri;     // ssh://user@host:port, postgresql://..., redis://user@host:port/db
   // SSH
   std::string identity;             // private key file (ed25519 or RSA)
-  std::string identity_passphrase;  // optional
+  std::string identity_passphrase;  // optional, inline (prefer identity_passphrase_file)
+  std::string identity_passphrase_file;  // first line is the key's passphrase; read at connect
   bool use_agent = false;           // try ssh-agent ($SSH_AUTH_SOCK) before the key file
   std::string known_hosts;          // required for SSH unless trust_on_first_use
   bool trust_on_first_use = false;  // accept and record an unknown host key
@@ -51,6 +52,12 @@ struct TargetConfig {
   // "host/plugin", for logs.
   std::string Name() const { return host + "/" + plugin; }
 };
+
+// The first line of a secret file (`setting` names it in errors: "password_file",
+// "identity_passphrase_file"), without its line ending. Read at each connect, so that a
+// rotated secret is picked up by the next reconnect. A missing, unreadable or empty file (or
+// an empty first line) is InvalidArgument naming the setting and the path, never the content.
+Result<std::string> ReadSecretFile(const std::string& path, std::string_view setting);
 
 struct ConnectionState {
   bool connected = false;

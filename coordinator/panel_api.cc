@@ -639,6 +639,9 @@ bool EndsSessions(const std::string& payload) {
 
 // One `trapline probe` child: its process, two pipes and a deadline. Frees itself once every
 // handle is closed (libuv's rule); answers once through `done`.
+// The files a probe's secrets are written to, in its own 0700 folder (removed with them).
+constexpr const char* kProbeSecretFiles[] = {"/key", "/password", "/passphrase"};
+
 class ProbeRun {
  public:
   using Done = std::function<void(std::string answer)>;
@@ -702,9 +705,9 @@ class ProbeRun {
  private:
   ProbeRun() = default;
   ~ProbeRun() {
-    // The secrets' folder: key and password files, then the folder.
+    // The secrets' folder: its files, then the folder.
     if (!tmpdir_.empty()) {
-      for (const char* f : {"/key", "/password"}) ::unlink((tmpdir_ + f).c_str());
+      for (const char* f : kProbeSecretFiles) ::unlink((tmpdir_ + f).c_str());
       ::rmdir(tmpdir_.c_str());
     }
   }
@@ -1529,6 +1532,7 @@ void HttpApi::Probe(const HttpRequest& r, Call call) {
     std::string uri = req.uri;
     std::string password = req.password;
     std::string key;
+    std::string passphrase;
     std::vector<std::string> args = {"probe", "--seconds",   "2",    "--format",
                                      "json",  "--log-level", "error"};
     if (profile.is_object()) {
@@ -1541,10 +1545,8 @@ void HttpApi::Probe(const HttpRequest& r, Call call) {
       if (secret.contains("private_key") && secret["private_key"].is_string()) {
         key = secret["private_key"].get<std::string>();
       }
-      if (secret.contains("passphrase")) {
-        return call.Send(Status::InvalidArgument(
-            "the probe cannot use a passphrase-protected key (it would have to be passed on the "
-            "command line); test with a profile without a passphrase"));
+      if (secret.contains("passphrase") && secret["passphrase"].is_string()) {
+        passphrase = secret["passphrase"].get<std::string>();
       }
       if (options.contains("identity") && options["identity"].is_string() && key.empty()) {
         args.push_back("--identity");
@@ -1566,7 +1568,7 @@ void HttpApi::Probe(const HttpRequest& r, Call call) {
       }
     }
     std::string dir;
-    if (!password.empty() || !key.empty()) {
+    if (!password.empty() || !key.empty() || !passphrase.empty()) {
       const char* tmp = std::getenv("TMPDIR");
       std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/trapline-probe-XXXXXX";
       if (::mkdtemp(tmpl.data()) == nullptr) {
@@ -1585,8 +1587,13 @@ void HttpApi::Probe(const HttpRequest& r, Call call) {
         args.push_back("--password-file");
         args.push_back(dir + "/password");
       }
+      if (st.ok() && !passphrase.empty()) {
+        st = WriteSecretFile(dir + "/passphrase", passphrase + "\n");
+        args.push_back("--passphrase-file");
+        args.push_back(dir + "/passphrase");
+      }
       if (!st.ok()) {
-        for (const char* f : {"/key", "/password"}) ::unlink((dir + f).c_str());
+        for (const char* f : kProbeSecretFiles) ::unlink((dir + f).c_str());
         ::rmdir(dir.c_str());
         return call.Send(st);
       }

@@ -80,7 +80,7 @@ TEST_CASE("password file: first line, CR stripped; errors name the file, never t
     std::ofstream f(path);
     f << "pa ss\r\nsecond line\n";
   }
-  auto pw = pg::ReadPasswordFile(path);
+  auto pw = ReadSecretFile(path, "password_file");
   REQUIRE(pw.ok());
   CHECK(*pw == "pa ss");
 
@@ -96,12 +96,12 @@ TEST_CASE("password file: first line, CR stripped; errors name the file, never t
     std::ofstream f(path);
     f << "\nsecret-on-line-2\n";
   }
-  auto empty = pg::ReadPasswordFile(path);
+  auto empty = ReadSecretFile(path, "password_file");
   REQUIRE(!empty.ok());
   CHECK(empty.status().message().find(path) != std::string::npos);
   CHECK(empty.status().message().find("secret") == std::string::npos);
   std::remove(path.c_str());
-  auto missing = pg::ReadPasswordFile(path);
+  auto missing = ReadSecretFile(path, "password_file");
   REQUIRE(!missing.ok());
   CHECK(missing.status().code() == StatusCode::kInvalidArgument);
 }
