@@ -654,8 +654,15 @@ struct HttpServer::Core {
       h2o_iovec_t v = PoolCopy(req, res.content_type);
       h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, nullptr, v.base, v.len);
     }
+    // No page of ours is meant to be framed: the panel's one-click actions must not be
+    // clickable through someone else's page (X-Frame-Options for older browsers, the CSP
+    // directive for current ones).
     h2o_add_header_by_str(&req->pool, &req->res.headers, "x-content-type-options", 22, 0, nullptr,
                           "nosniff", 7);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, "x-frame-options", 15, 0, nullptr, "DENY",
+                          4);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, "content-security-policy", 23, 0, nullptr,
+                          "frame-ancestors 'none'", 22);
     for (const auto& [name, value] : res.headers) {
       if (name.empty() || HasCrLf(name) || HasCrLf(value) || name.find(':') != std::string::npos) {
         spdlog::warn("[http] {}: response header '{}' dropped (CR, LF or ':' in it)", options.name,

@@ -285,6 +285,8 @@ TEST_CASE("routes: GET/POST JSON, 404, 405, error statuses, exceptions, limits, 
   CHECK(r.status == 200);
   CHECK(r.headers["content-type"] == "application/json");
   CHECK(r.headers["x-content-type-options"] == "nosniff");
+  CHECK(r.headers["x-frame-options"] == "DENY");
+  CHECK(r.headers["content-security-policy"] == "frame-ancestors 'none'");
   CHECK(r.body.find("\"hello\": \"web 01\"") != std::string::npos);
   CHECK(r.body.find("\"rest\": \"a b\"") != std::string::npos);
   CHECK(r.body.find("\"peer\": \"127.0.0.1:") != std::string::npos);
