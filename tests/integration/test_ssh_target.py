@@ -7,6 +7,8 @@ checked too once it knows ssh:// targets.
   test_values_match_server   MemTotal, CPU count, filesystem sizes as the host reports them;
                              SFTP mode, files read in 2 round trips per tick
   test_rsa_key               an RSA key works (rsa-sha2-512, which sshd requires)
+  test_passphrase_key        keys with a passphrase (ed25519 in OpenSSH format, RSA in PEM) given
+                             by --passphrase-file; a wrong or missing passphrase is a clear error
   test_wrong_key             "authentication failed for user X with key FILE", exit 1
   test_agent                 ssh-agent holding the ed25519 or the RSA key; an agent with a
                              wrong key falls back to the key file
@@ -20,8 +22,9 @@ checked too once it knows ssh:// targets.
   test_reconnect             sshd killed and restarted on its port: the target reconnects
                              within its backoff and samples again
   test_memory_per_session    50 more sessions: growth of RSS per session <= 256 KiB (printed)
-  test_target_cpu            sshd-side CPU per second of sampling: ours (SFTP, fallback) next
-                             to `while :; do cat FILES; sleep 1; done` over one session (printed)
+  test_target_cpu            sshd-side CPU per second of sampling: ours (Debian's sftp-server,
+                             internal-sftp, the fallback) next to `while :; do cat FILES; sleep 1;
+                             done` over one session, its output sent back over it (printed)
   test_probe_cli             `trapline probe ssh://...` (skipped while probe has no ssh)
 """
 
@@ -61,6 +64,7 @@ class Ctx:
         self.s = SshServer(port=free_port())
         self.s.start()
         self.nosftp = None
+        self.internal = None
         self.drv = shutil.copy2(driver_bin(), os.path.join(self.tmp, "ssh_target_driver"))
         self.uri = f"ssh://{self.s.user}@{HOST}:{self.s.port}"
 
@@ -72,6 +76,14 @@ class Ctx:
             self.nosftp = SshServer(extra_config=NOSFTP)
             self.nosftp.start()
         return self.nosftp
+
+    def internal_sftp_server(self) -> SshServer:
+        """sshd serving SFTP in its own process (`Subsystem sftp internal-sftp`, as
+        `ForceCommand internal-sftp` does for a monitoring account), not by exec'ing sftp-server."""
+        if self.internal is None:
+            self.internal = SshServer(extra_config={"Subsystem": "sftp internal-sftp"})
+            self.internal.start()
+        return self.internal
 
     def args(self, server=None, key="ed25519", known_hosts=None):
         s = server or self.s
@@ -89,7 +101,7 @@ def setup():
 
 
 def teardown(ctx):
-    for s in (ctx.s, ctx.nosftp):
+    for s in (ctx.s, ctx.nosftp, ctx.internal):
         if s is not None:
             s.close()
 
@@ -222,6 +234,35 @@ def test_rsa_key(ctx):
     check_host_values(out, "rsa")
     log = open(ctx.s.log_path).read()
     check("Accepted publickey" in log and "RSA SHA256:" in log, "sshd log shows no RSA login")
+
+
+def test_passphrase_key(ctx):
+    passphrase = "correct horse battery"
+    good, bad = ctx.path("passphrase"), ctx.path("wrong_passphrase")
+    with open(good, "w") as f:
+        f.write(passphrase + "\n")
+    with open(bad, "w") as f:
+        f.write("not it\n")
+    for kind, fmt in (("ed25519", []), ("rsa", ["-m", "PEM"])):
+        key = ctx.path(f"{kind}_with_passphrase")
+        if not os.path.exists(key):
+            shutil.copy2(ctx.s.key(kind), key)
+            os.chmod(key, 0o600)
+            run(["ssh-keygen", "-q", "-p", "-P", "", "-N", passphrase, "-f", key] + fmt)
+        args = ctx.args()
+        args[2] = key
+        cp = trapline("probe", *args, "--passphrase-file", good, "--seconds", "2.5",
+                      "--format", "json", timeout=60)
+        check(cp.returncode == 0, lambda: describe(cp))
+        total = parse_lines(cp.stdout)["samples"].get("linux.mem.total")
+        check(total == meminfo_total_bytes(), f"{kind}: linux.mem.total {total}")
+        cp = trapline("probe", *args, "--passphrase-file", bad, "--seconds", "3", timeout=60)
+        check(cp.returncode != 0 and "authentication failed" in cp.stderr and
+              "passphrase" in cp.stderr and passphrase not in cp.stderr, lambda: describe(cp))
+    missing = ctx.path("no_such_passphrase")
+    cp = trapline("probe", *args, "--passphrase-file", missing, "--seconds", "3", timeout=60)
+    check(cp.returncode != 0 and f"identity_passphrase_file {missing}: cannot open" in cp.stderr,
+          lambda: describe(cp))
 
 
 def test_wrong_key(ctx):
@@ -453,7 +494,9 @@ def test_target_cpu(ctx):
     seconds = 20
     files = json.loads(run([ctx.drv, "--list-files"]).stdout)["files"]
     results = {}
-    for name, server in (("trapline sftp", ctx.s), ("trapline fallback", ctx.fallback_server())):
+    servers = (("trapline sftp", ctx.s), ("trapline internal", ctx.internal_sftp_server()),
+               ("trapline fallback", ctx.fallback_server()))
+    for name, server in servers:
         p = BackgroundProc([ctx.drv] + ctx.args(server=server) +
                            ["--seconds", str(seconds + 15), "--quiet"], ctx.tmp, name.split()[1])
         try:
@@ -466,9 +509,10 @@ def test_target_cpu(ctx):
             p.kill9()
         results[name] = (cpu, (c1 - c0) / seconds if c0 is not None and c1 else None)
         say(f"{name}: target {cpu * 1000:.2f} ms CPU per second (processes {pids})")
-    # The naive way over one session: a shell loop that cats every file each second.
+    # The naive way over one session: a shell loop that cats every file each second, its output
+    # coming back over the session (as `watch -n 1 cat ...` would show it).
     readable = [f for f in files if os.access(f, os.R_OK)]
-    loop = "while :; do cat " + " ".join(readable) + " >/dev/null; sleep 1; done"
+    loop = "while :; do cat " + " ".join(readable) + "; sleep 1; done"
     p = BackgroundProc(ctx.s.ssh_argv(loop), ctx.tmp, "naive")
     try:
         wait_until(lambda: len(session_processes(ctx.s)) > 1, 15, "naive session")
@@ -504,7 +548,7 @@ def test_probe_cli(ctx):
     check(cp.returncode != 0 and "authentication failed" in cp.stderr, lambda: describe(cp))
 
 
-CHECKS = [test_values_match_server, test_rsa_key, test_wrong_key, test_agent,
+CHECKS = [test_values_match_server, test_rsa_key, test_passphrase_key, test_wrong_key, test_agent,
           test_unknown_host_key,
           test_host_key_mismatch, test_connection_refused, test_silent_server,
           test_read_error_one_file,
