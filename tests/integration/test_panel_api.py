@@ -37,6 +37,7 @@ import http.client
 import json
 import os
 import queue
+import shutil
 import socket
 import statistics
 import subprocess
@@ -762,6 +763,23 @@ def test_probe_ssh(ctx):
         say(f"ssh probe with the profile's key ({time.monotonic() - t0:.1f} s): ok={out['ok']} "
             f"samples={out['samples']} entity kinds={kinds} error={out.get('error')}")
         check(out["ok"] is True and out["samples"] > 0 and "cpu" in kinds, out)
+        # A key with a passphrase: the passphrase reaches the probe through a 0600 file too.
+        locked = os.path.join(ctx.tmp, "locked_key")
+        shutil.copy2(sshd.key_ed25519, locked)
+        os.chmod(locked, 0o600)
+        subprocess.run(["ssh-keygen", "-q", "-p", "-P", "", "-N", "pass phrase", "-f", locked],
+                       check=True, capture_output=True)
+        with open(locked) as f:
+            locked_key = f.read()
+        for passphrase, want_ok in (("pass phrase", True), ("wrong", False)):
+            ctx.ok("PATCH", "/api/v1/credential-profiles/probe-ssh",
+                   {"secret": {"private_key": locked_key, "passphrase": passphrase}})
+            out = ctx.ok("POST", "/api/v1/probe", {"uri": f"ssh://127.0.0.1:{sshd.port}",
+                                                   "credential_profile": "probe-ssh"})
+            say(f"ssh probe, key with passphrase {passphrase!r}: ok={out['ok']} "
+                f"error={out.get('error')}")
+            check(out["ok"] is want_ok and (want_ok or "passphrase" in out.get("error", "")), out)
+            check("pass phrase" not in json.dumps(out), out)
         # A known_hosts file without the server's key: refused, with the reason.
         empty = os.path.join(ctx.tmp, "empty_known_hosts")
         open(empty, "w").close()
