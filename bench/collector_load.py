@@ -10,6 +10,9 @@ N targets of one kind sampled every second against real servers on loopback.
     python3 bench/collector_load.py --kind redis --targets 1000 --runs 3 --floor
         (build/transport_floor takes its turns too: the bare transport of the same ticks with
         nothing of trapline in the way, the floor under the collector's figure)
+    python3 bench/collector_load.py --kind postgresql --targets 200 --pin
+        (the server's processes on the last CPU, the collector and the floor on the others: as
+        when the server is another machine; otherwise they share every core)
 
 All targets of a run point at one server of that kind (each with its own connection). The
 collector runs with --dry-run (values printed to /dev/null), so the figures cover connections,
@@ -145,6 +148,24 @@ def run_floor(kind, server, n, seconds, trapline):
             "user_us_per_target_s": float(m.group(2)), "sys_us_per_target_s": float(m.group(3))}
 
 
+def pin_server(server):
+    """Puts the server's processes on the last CPU (what they fork later inherits it) and this
+    process, so every collector and floor it starts, on the others. Returns a description."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        sys.exit("collector_load: --pin needs at least 2 CPUs")
+    server_cpu, client_cpus = cpus[-1], set(cpus[:-1])
+    pids = server.processes()
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), {server_cpu})
+            except OSError:
+                pass  # a thread that just ended
+    os.sched_setaffinity(0, client_cpus)
+    return f"server ({len(pids)} processes) on CPU {server_cpu}, collector on {sorted(client_cpus)}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kind", choices=["redis", "postgresql", "linux"], required=True)
@@ -156,6 +177,8 @@ def main():
     ap.add_argument("--runs", type=int, default=1, help="runs per binary and target count")
     ap.add_argument("--floor", action="store_true",
                     help="also run build/transport_floor in the turns (the bare transport)")
+    ap.add_argument("--pin", action="store_true",
+                    help="the server on the last CPU, the collector on the others")
     args = ap.parse_args()
     bins = args.bin or [TRAPLINE]
     tmp = os.path.join("/tmp", f"trapline-bench-{args.kind}-{os.getpid()}")
@@ -170,6 +193,8 @@ def main():
         server = SshServer(extra_config={"MaxStartups": "2000:30:3000", "MaxSessions": "10",
                                          "Subsystem": "sftp internal-sftp"})
     with server:
+        if args.pin:
+            print(f"{args.kind}: pinned: {pin_server(server)}", flush=True)
         # The process's own memory (code, libraries, loop, logger), which is not the
         # connections': RSS with one target, per binary. The figures per connection below
         # are (RSS - this) / (N - 1).

@@ -109,6 +109,7 @@ void RunSlots(Transport* t, double seconds, const char* kind) {
     if (epoll_ctl(ep, EPOLL_CTL_ADD, t->fd(i), &ev) != 0) Fail("epoll_ctl failed");
   }
   std::vector<char> busy(n, 0);
+  int outstanding = 0;  // requests sent whose replies are not complete yet (any slot's)
   const double start = Monotonic();
   double window_start = 0;
   Cpu cpu0{};
@@ -124,7 +125,6 @@ void RunSlots(Transport* t, double seconds, const char* kind) {
     }
     if (window_start != 0 && now - window_start >= seconds) break;
     const double slot_end = start + (slot + 1) * (1.0 / kSlots);
-    int waiting = 0;
     for (int i = slot % kSlots; i < n; i += kSlots) {
       if (busy[i]) {
         ++late;  // its last reply has not come yet: skip this tick, as a target would
@@ -132,10 +132,12 @@ void RunSlots(Transport* t, double seconds, const char* kind) {
       }
       t->StartTick(i);
       busy[i] = 1;
-      ++waiting;
+      ++outstanding;
     }
+    // Replies are read until every outstanding one is in (also late ones of earlier slots) or
+    // the slot ends.
     epoll_event events[256];
-    while (waiting > 0) {
+    while (outstanding > 0) {
       SleepSeconds(kReplyBatchMs / 1000.0);
       int timeout_ms = static_cast<int>((slot_end - Monotonic()) * 1000);
       int k = epoll_wait(ep, events, 256, 0);
@@ -146,7 +148,7 @@ void RunSlots(Transport* t, double seconds, const char* kind) {
         if (busy[i] && t->OnReadable(i)) {
           busy[i] = 0;
           ++ticks;
-          if (i % kSlots == slot % kSlots) --waiting;
+          --outstanding;
         }
       }
       if (k <= 0 && Monotonic() >= slot_end) break;
