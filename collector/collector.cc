@@ -203,6 +203,7 @@ Result<std::unique_ptr<TargetBase>> MakeTarget(uv_loop_t* loop, TargetConfig con
     return std::unique_ptr<TargetBase>(new SshTarget(loop, std::move(config), std::move(deliver)));
   }
   if (config.plugin == "postgresql") {
+    TRAPLINE_RETURN_IF_ERROR(PostgresTarget::Validate(config));
     return std::unique_ptr<TargetBase>(
         new PostgresTarget(loop, std::move(config), std::move(deliver)));
   }

@@ -135,8 +135,10 @@ const TickSql& TickSqlFor(int server_version) {
   std::unique_ptr<TickSql>& sql = cache[server_version];
   if (sql == nullptr) {
     sql = std::make_unique<TickSql>();
-    sql->statements = SplitStatements(pgp::TickQueries(server_version));
-    sql->text_query = pgp::TickQueryText(server_version);
+    for (int sizes : {0, 1}) {
+      sql->statements[sizes] = SplitStatements(pgp::TickQueries(server_version, sizes == 1));
+      sql->text_query[sizes] = pgp::TickQueryText(server_version, sizes == 1);
+    }
   }
   return *sql;
 }
@@ -168,8 +170,9 @@ pgp::ResultSet ToResultSet(const pg_result* cres) {
 
 namespace {
 
-// The name of TickQueryText's prepared statement on each connection.
-constexpr char kTickStatementName[] = "trapline_tick";
+// The names of TickQueryText's prepared statements on each connection, without and with the
+// database sizes.
+constexpr const char* kTickStatementNames[2] = {"trapline_tick", "trapline_tick_sizes"};
 
 // The severity of an error or notice, untranslated ("ERROR", "FATAL", "PANIC", ...).
 std::string_view Severity(const PGresult* res) {
@@ -180,7 +183,16 @@ std::string_view Severity(const PGresult* res) {
 }  // namespace
 
 PostgresTarget::PostgresTarget(uv_loop_t* loop, TargetConfig config, DeliverFn deliver)
-    : TargetBase(loop, std::move(config), std::move(deliver)), connect_deadline_(loop) {}
+    : TargetBase(loop, std::move(config), std::move(deliver)), connect_deadline_(loop) {
+  (void)pgp::ParseOptions(this->config().options, &options_);  // checked by Validate()
+}
+
+Status PostgresTarget::Validate(const TargetConfig& config) {
+  pgp::Options options;
+  std::string error = pgp::ParseOptions(config.options, &options);
+  if (!error.empty()) return Status::InvalidArgument(config.Name() + ": " + error);
+  return Status::OK();
+}
 
 PostgresTarget::~PostgresTarget() { PostgresTarget::Disconnect(); }
 
@@ -283,7 +295,8 @@ void PostgresTarget::OnConnectOk() {
         Status::Internal("PQenterPipelineMode: " + postgres::OneLine(PQerrorMessage(conn_))));
   }
   session_set_up_ = false;
-  prepared_ = false;
+  prepared_[0] = prepared_[1] = false;
+  sizes_due_ms_ = 0;
   // The plugin's SQL depends on the server version only: looked up once per connection.
   tick_sql_ = &postgres::TickSqlFor(server_version_);
   phase_ = Phase::kReady;
@@ -301,6 +314,15 @@ void PostgresTarget::Tick() {
     return Failed(Status::Internal("tick without a ready connection"));
   }
   fallback_warning_.clear();
+  // The database sizes every size_interval: due half a period early, so that a tick that
+  // comes a little before the interval is over asks them instead of the one after it.
+  const uint64_t now = uv_now(loop());
+  sizes_ = now >= sizes_due_ms_ ? 1 : 0;
+  if (sizes_ == 1) {
+    const auto interval_ms = static_cast<uint64_t>(options_.size_interval_s * 1000);
+    const auto half_period_ms = static_cast<uint64_t>(config().period_s * 500);
+    sizes_due_ms_ = now + (interval_ms > half_period_ms ? interval_ms - half_period_ms : 0);
+  }
   SendTick(split_ticks_left_ == 0);
 }
 
@@ -312,7 +334,7 @@ void PostgresTarget::SendTick(bool text_query) {
     setup = "SET statement_timeout = " + std::to_string(ms);
     session_set_up_ = true;
   }
-  const bool prepare = text_query && !prepared_;
+  const bool prepare = text_query && !prepared_[sizes_];
   setup_statements_ = (setup.empty() ? 0 : 1) + (prepare ? 1 : 0);
   prepare_index_ = prepare ? setup_statements_ - 1 : SIZE_MAX;
   // libpq (before 17) flushes at every PQpipelineSync: one send per statement, each a TCP
@@ -334,22 +356,24 @@ void PostgresTarget::SendTick(bool text_query) {
     // Parsed and planned once per connection instead of every tick (it has no parameters: the
     // server keeps its generic plan), and each tick sends a Bind/Execute, not 5 KB of SQL.
     sent = sent &&
-           PQsendPrepare(conn_, kTickStatementName, tick_sql_->text_query.c_str(), 0, nullptr) == 1 &&
+           PQsendPrepare(conn_, kTickStatementNames[sizes_], tick_sql_->text_query[sizes_].c_str(),
+                         0, nullptr) == 1 &&
            PQpipelineSync(conn_) == 1;
-    prepared_ = true;
+    prepared_[sizes_] = true;
   }
   if (text_query) {
     sent = sent &&
-           PQsendQueryPrepared(conn_, kTickStatementName, 0, nullptr, nullptr, nullptr, 0) == 1 &&
+           PQsendQueryPrepared(conn_, kTickStatementNames[sizes_], 0, nullptr, nullptr, nullptr,
+                               0) == 1 &&
            PQpipelineSync(conn_) == 1;
   } else {
-    for (const auto& sql : tick_sql_->statements) send(sql);
+    for (const auto& sql : tick_sql_->statements[sizes_]) send(sql);
   }
   int off = 0;
   if (cork) (void)setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof(off));
   if (!sent) return Failed(ConnectionLost("sending the tick's queries"));
   text_query_ = text_query;
-  statements_ = setup_statements_ + (text_query ? 1 : tick_sql_->statements.size());
+  statements_ = setup_statements_ + (text_query ? 1 : tick_sql_->statements[sizes_].size());
   current_ = 0;
   current_has_result_ = false;
   results_.clear();
@@ -422,7 +446,7 @@ Result<bool> PostgresTarget::Drain() {
                      postgres::OneLine(PQresultErrorMessage(res)));
         // Its execution fails too (no such prepared statement): the tick falls back on the
         // statements one by one, and the prepare is tried again after that.
-        if (current_ == prepare_index_) prepared_ = false;
+        if (current_ == prepare_index_) prepared_[sizes_] = false;
       }
     } else if (!current_has_result_) {
       TakeResult(res);

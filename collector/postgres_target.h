@@ -105,10 +105,10 @@ std::string FormatServerVersion(int server_version);
 Status CheckServerVersion(int server_version);
 
 // The plugin's SQL for one server version: TickQueries() split into its statements, and
-// TickQueryText().
+// TickQueryText(); index [1] asks the database sizes, [0] does not (pgp::Options).
 struct TickSql {
-  std::vector<std::string> statements;
-  std::string text_query;
+  std::vector<std::string> statements[2];
+  std::string text_query[2];
 };
 // Built once per version and thread; the reference stays valid for the thread's life.
 const TickSql& TickSqlFor(int server_version);
@@ -129,8 +129,12 @@ class PostgresTarget : public TargetBase {
  public:
   enum class Phase { kIdle, kConnecting, kReady, kBusy };
 
+  // REQUIRES: Validate(config) is OK.
   PostgresTarget(uv_loop_t* loop, TargetConfig config, DeliverFn deliver);
   ~PostgresTarget() override;
+
+  // The target's plugin options ([postgresql] size_interval): an error names the bad one.
+  static Status Validate(const TargetConfig& config);
 
   Phase phase() const { return phase_; }
   // PQserverVersion of the current connection (0 before the first connect).
@@ -171,10 +175,16 @@ class PostgresTarget : public TargetBase {
   Timer connect_deadline_;
   int server_version_ = 0;
   bool session_set_up_ = false;  // statement_timeout sent on this connection
-  // TickQueryText's statement prepared on this connection (as kTickStatementName), or the
-  // PQsendPrepare sent in the tick in flight; cleared when that prepare fails.
-  bool prepared_ = false;
+  // TickQueryText's statement without [0] and with [1] the database sizes prepared on this
+  // connection (as kTickStatementNames[i]), or the PQsendPrepare sent in the tick in flight;
+  // cleared when that prepare fails.
+  bool prepared_[2] = {false, false};
   size_t prepare_index_ = SIZE_MAX;  // the setup statement that prepares it, this tick
+  plugins::postgresql::Options options_;
+  // The loop time (ms) from which a tick asks the database sizes again; 0 after a connect,
+  // so that the first tick has them.
+  uint64_t sizes_due_ms_ = 0;
+  int sizes_ = 0;  // this tick's variant of TickSql: 1 with the sizes
   std::string last_fatal_;       // a FATAL the server sent before closing (notice receiver)
 
   // The plugin's SQL for the server's version, shared by the thread's targets (10 KB of text

@@ -134,28 +134,33 @@ constexpr std::string_view kReplicationSql =
 // and the size is NULL). pg_database_size stats every file of the database: the one costly
 // part, as in every PostgreSQL monitor. Last, because a database dropped during the tick can
 // still make pg_database_size fail.
-constexpr std::string_view kDatabasesSql =
-    "SELECT d.datname::text AS datname,\n"
+#define TRAPLINE_DATABASES_SQL(size_expression)                          \
+  "SELECT d.datname::text AS datname,\n" size_expression                 \
+  "::bigint AS size_bytes,\n"                                            \
+  "  s.numbackends::bigint AS backends,\n"                               \
+  "  s.xact_commit::bigint AS xact_commit,\n"                            \
+  "  s.xact_rollback::bigint AS xact_rollback,\n"                        \
+  "  s.blks_read::bigint AS blks_read,\n"                                \
+  "  s.blks_hit::bigint AS blks_hit,\n"                                  \
+  "  s.tup_returned::bigint AS tup_returned,\n"                          \
+  "  s.tup_fetched::bigint AS tup_fetched,\n"                            \
+  "  s.tup_inserted::bigint AS tup_inserted,\n"                          \
+  "  s.tup_updated::bigint AS tup_updated,\n"                            \
+  "  s.tup_deleted::bigint AS tup_deleted,\n"                            \
+  "  s.conflicts::bigint AS conflicts,\n"                                \
+  "  s.temp_files::bigint AS temp_files,\n"                              \
+  "  s.temp_bytes::bigint AS temp_bytes,\n"                              \
+  "  s.deadlocks::bigint AS deadlocks,\n"                                \
+  "  age(d.datfrozenxid)::bigint AS xid_age\n"                           \
+  "FROM pg_database d LEFT JOIN pg_stat_database s ON s.datid = d.oid\n" \
+  "WHERE NOT d.datistemplate AND d.datallowconn ORDER BY d.datname;\n"
+constexpr std::string_view kDatabasesSql = TRAPLINE_DATABASES_SQL(
     "  CASE WHEN has_database_privilege(d.oid, 'CONNECT')\n"
     "    OR pg_has_role('pg_read_all_stats', 'USAGE')\n"
-    "    THEN pg_database_size(d.oid) END::bigint AS size_bytes,\n"
-    "  s.numbackends::bigint AS backends,\n"
-    "  s.xact_commit::bigint AS xact_commit,\n"
-    "  s.xact_rollback::bigint AS xact_rollback,\n"
-    "  s.blks_read::bigint AS blks_read,\n"
-    "  s.blks_hit::bigint AS blks_hit,\n"
-    "  s.tup_returned::bigint AS tup_returned,\n"
-    "  s.tup_fetched::bigint AS tup_fetched,\n"
-    "  s.tup_inserted::bigint AS tup_inserted,\n"
-    "  s.tup_updated::bigint AS tup_updated,\n"
-    "  s.tup_deleted::bigint AS tup_deleted,\n"
-    "  s.conflicts::bigint AS conflicts,\n"
-    "  s.temp_files::bigint AS temp_files,\n"
-    "  s.temp_bytes::bigint AS temp_bytes,\n"
-    "  s.deadlocks::bigint AS deadlocks,\n"
-    "  age(d.datfrozenxid)::bigint AS xid_age\n"
-    "FROM pg_database d LEFT JOIN pg_stat_database s ON s.datid = d.oid\n"
-    "WHERE NOT d.datistemplate AND d.datallowconn ORDER BY d.datname;\n";
+    "    THEN pg_database_size(d.oid) END");
+// The same without the sizes (Options::size_interval_s): the same columns, size_bytes NULL.
+constexpr std::string_view kDatabasesWithoutSizesSql = TRAPLINE_DATABASES_SQL("  NULL");
+#undef TRAPLINE_DATABASES_SQL
 
 // ---------------------------------------------------------------------------------------------
 // Metric declarations
@@ -366,7 +371,7 @@ constexpr Column kBgwriterColumns[] = {
 };
 
 constexpr Column kDatabaseColumns[] = {
-    {"size_bytes", "db.size"},
+    {"size_bytes", "db.size", true},  // not asked this tick (size_interval), or not permitted
     {"backends", "db.backends"},
     {"xact_commit", "db.commits"},
     {"xact_rollback", "db.rollbacks"},
@@ -928,7 +933,24 @@ std::string UnsupportedVersionReason(int server_version) {
   return "";
 }
 
-std::string TickQueries(int server_version) {
+std::string ParseOptions(const std::map<std::string, std::string>& options, Options* out) {
+  for (const auto& [key, value] : options) {
+    if (key != "size_interval") {
+      return "[postgresql] unknown option '" + key + "' (known: size_interval)";
+    }
+    double v = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+    if (ec != std::errc() || end != value.data() + value.size() || !std::isfinite(v) || v < 0 ||
+        v > 86400) {
+      return "[postgresql] option size_interval: expected seconds from 0 to 86400, got '" + value +
+             "'";
+    }
+    out->size_interval_s = v;
+  }
+  return {};
+}
+
+std::string TickQueries(int server_version, bool with_sizes) {
   if (!UnsupportedVersionReason(server_version).empty()) return "";
   std::string sql;
   sql.reserve(6000);
@@ -937,7 +959,7 @@ std::string TickQueries(int server_version) {
   sql.append(kLocksSql);
   sql.append(server_version >= 170000 ? kBgwriterSql17 : kBgwriterSql12);
   sql.append(kReplicationSql);
-  sql.append(kDatabasesSql);
+  sql.append(with_sizes ? kDatabasesSql : kDatabasesWithoutSizesSql);
   return sql;
 }
 
@@ -979,8 +1001,8 @@ ParseResult ParseTick(int server_version, const std::vector<ResultSet>& results)
 const std::vector<std::string_view>& StatementColumns(std::size_t statement) {
   static const std::vector<std::vector<std::string_view>> all = [] {
     std::vector<std::vector<std::string_view>> v;
-    for (std::string_view sql : {kInstanceSql, kActivitySql, kLocksSql, kBgwriterSql12,
-                                 kReplicationSql, kDatabasesSql}) {
+    for (std::string_view sql :
+         {kInstanceSql, kActivitySql, kLocksSql, kBgwriterSql12, kReplicationSql, kDatabasesSql}) {
       v.push_back(ColumnNamesOf(sql));
     }
     return v;
@@ -989,11 +1011,11 @@ const std::vector<std::string_view>& StatementColumns(std::size_t statement) {
   return statement < all.size() ? all[statement] : none;
 }
 
-std::string TickQueryText(int server_version) {
+std::string TickQueryText(int server_version, bool with_sizes) {
   if (!UnsupportedVersionReason(server_version).empty()) return "";
   std::string sql = "SELECT concat(";
   bool first = true;
-  for (const std::string& statement : SplitAtTerminators(TickQueries(server_version))) {
+  for (const std::string& statement : SplitAtTerminators(TickQueries(server_version, with_sizes))) {
     if (!first) sql += ", ";
     first = false;
     sql += "\n(SELECT string_agg(s::text, '') FROM (\n";

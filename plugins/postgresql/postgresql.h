@@ -25,6 +25,7 @@
 // base backups; named by application_name, or client address, see README.md).
 
 #include <array>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,6 +53,20 @@ const std::vector<MetricSpec>& Metrics();
 // Triggers, graphs and macros for zabbix-sync (template.cc; see README.md "Zabbix template").
 const ZabbixTemplate& Template();
 
+// A target's [postgresql] options (TargetConfig::options, as text).
+struct Options {
+  // Seconds between two reads of the database sizes. pg_database_size() stats every file of
+  // every database: on a fresh cluster it is three quarters of the server's CPU for a tick
+  // (0.69 of 0.90 ms), on a database with thousands of relations far more, while a size moves
+  // slowly. The ticks in between ask no size (db.size has no value then). 0: every tick.
+  double size_interval_s = 60;
+};
+
+// Reads a target's options into *out (defaults for those not given). Returns "" on success,
+// else a one-line error naming the option (an unknown option is an error, so a typo does not
+// go unnoticed).
+std::string ParseOptions(const std::map<std::string, std::string>& options, Options* out);
+
 // Why a server version cannot be monitored, or "" when it can (>= 12; versions newer than the
 // newest known, 17, get the newest queries).
 std::string UnsupportedVersionReason(int server_version);
@@ -61,7 +76,9 @@ std::string UnsupportedVersionReason(int server_version);
 // to text-friendly types (bigint, float8, text) and every column named, so that parsing needs
 // no type information. Empty when
 // UnsupportedVersionReason(server_version) is not empty.
-std::string TickQueries(int server_version);
+// `with_sizes` false: the databases statement returns NULL sizes without calling
+// pg_database_size() (Options::size_interval_s); everything else is the same.
+std::string TickQueries(int server_version, bool with_sizes = true);
 
 // One statement's result as libpq returns it (PQfname, PQgetisnull/PQgetvalue as text), or
 // the statement's error (PQresultErrorMessage) when it failed: then `error` is not empty and
@@ -81,7 +98,7 @@ struct ResultSet {
 // view, a statement_timeout) fails all of it; the collector then runs TickQueries' statements
 // one by one, which keeps each failure in its statement. Empty when the version is not
 // supported.
-std::string TickQueryText(int server_version);
+std::string TickQueryText(int server_version, bool with_sizes = true);
 
 // Parses TickQueryText's value: the same readings, entities and warnings as ParseTick over the
 // six statements' result sets. A malformed text gives warnings, never a failure. Never throws.

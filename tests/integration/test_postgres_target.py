@@ -3,6 +3,10 @@ tests/tools/postgres_target_driver (one PostgresTarget on a loop, JSON lines out
 
   test_values_match_server     backends, database size, max_connections, connections as the
                                server's own views say; databases discovered; application_name
+  test_size_interval           database sizes only every size_interval (first tick, then about
+                               every 4th at 1 s / 0.25 s; the default: once a minute), the rest
+                               every tick; the server backend's CPU per tick with and without
+                               (printed); a mistyped option refused
   test_password_sources        password, password file, keyword/value string, PGPASSFILE (.pgpass
                                untouched when no password is configured)
   test_auth_failure            wrong password: one-line "password authentication failed", exit 1,
@@ -40,12 +44,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    BackgroundProc, Failure, check, fmt_argv, make_tmp, run_checks, say, trapline, wait_until)
+    BackgroundProc, Failure, check, describe, fmt_argv, make_tmp, run_checks, say, trapline,
+    wait_until)
 from harness import HOST, PostgresServer, free_port  # noqa: E402
 
 SUPER_PW = "super-pw"
 MON_PW = "mon pw'x"  # a space and a quote: passed as a value, never spliced into a string
 PLAIN_PW = "plain-pw"
+# The database sizes in every tick (the default asks them once a minute), for the checks that
+# read them from the last tick.
+EVERY_TICK = ("--option", "size_interval=0")
 
 
 def driver_bin() -> str:
@@ -186,7 +194,8 @@ def test_values_match_server(ctx):
         wait_until(lambda: int(ctx.value(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = 'app1'")) == 3, 10,
             "3 sessions in app1")
-        bg = Background(ctx, ctx.uri(), "--password-file", ctx.pwfile, seconds=4, name="values")
+        bg = Background(ctx, ctx.uri(), "--password-file", ctx.pwfile, *EVERY_TICK, seconds=4,
+                        name="values")
         wait_until(lambda: len(bg.run().ticks) >= 2, 10, "two ticks")
         # The server's own view, right after a tick.
         backends_app1 = int(ctx.value(
@@ -408,7 +417,8 @@ def test_sslmode(ctx):
 
 
 def test_without_pg_monitor(ctx):
-    r = run_driver(ctx.uri(user="plain", db="app1"), "--password", PLAIN_PW, seconds=2.2)
+    r = run_driver(ctx.uri(user="plain", db="app1"), "--password", PLAIN_PW, *EVERY_TICK,
+                   seconds=2.2)
     check(r.rc == 0 and r.ticks, r.describe)
     got = r.readings_of_tick(-1)
     check(any("pg_monitor" in w for w in r.warnings), f"a pg_monitor warning: {r.warnings}")
@@ -419,7 +429,8 @@ def test_without_pg_monitor(ctx):
     # (System views are per database: revoke in the database the target connects to.)
     ctx.sql("REVOKE SELECT ON pg_catalog.pg_stat_replication FROM PUBLIC", db="app1")
     try:
-        r = run_driver(ctx.uri(user="plain", db="app1"), "--password", PLAIN_PW, seconds=2.2)
+        r = run_driver(ctx.uri(user="plain", db="app1"), "--password", PLAIN_PW, *EVERY_TICK,
+                   seconds=2.2)
     finally:
         ctx.sql("GRANT SELECT ON pg_catalog.pg_stat_replication TO PUBLIC", db="app1")
     check(r.rc == 0 and r.ticks, r.describe)
@@ -485,7 +496,7 @@ def test_server_restart(ctx):
 
 
 def test_stuck_statements(ctx):
-    bg = Background(ctx, ctx.uri(), "--password", MON_PW, "--timeout", "2",
+    bg = Background(ctx, ctx.uri(), "--password", MON_PW, *EVERY_TICK, "--timeout", "2",
                     "--reconnect-base", "0.5", "--reconnect-max", "1", seconds=30, name="stuck")
     locker = None
     try:
@@ -529,8 +540,8 @@ def test_statement_timeout(ctx):
     # timeout 10 s: statement_timeout 8 s. pg_database locked for 9 s: the statement that
     # waits for it is cancelled by the server after 8 s, the others run once the lock is gone,
     # and the tick still ends before its 10 s deadline: a warning, no reconnect.
-    bg = Background(ctx, ctx.uri(), "--password", MON_PW, "--timeout", "10", "--period", "0.2",
-                    seconds=30, name="statement-timeout")
+    bg = Background(ctx, ctx.uri(), "--password", MON_PW, *EVERY_TICK, "--timeout", "10",
+                    "--period", "0.2", seconds=30, name="statement-timeout")
     try:
         wait_until(lambda: len(bg.run().ticks) >= 2, 10, "two ticks")
         env = dict(os.environ, PGPASSWORD=SUPER_PW)
@@ -552,6 +563,56 @@ def test_statement_timeout(ctx):
         check("postgresql.db.size[app1]" in r.readings_of_tick(-1), "full data after the lock")
     finally:
         bg.proc.kill9()
+
+
+def test_size_interval(ctx):
+    # The database sizes (pg_database_size(): a stat() of every file of every database) only
+    # every size_interval; every other column of the same statement every tick.
+    r = run_driver(ctx.uri(), "--password", MON_PW, "--period", "0.25", "--option",
+                   "size_interval=1", seconds=3.2)
+    check(r.rc == 0 and len(r.ticks) >= 8, r.describe)
+    ticks = [r.readings_of_tick(i + 1) for i in range(len(r.ticks))]
+    with_size = [i for i, t in enumerate(ticks) if "postgresql.db.size[app1]" in t]
+    say(f"size_interval=1, period 0.25: {len(ticks)} ticks, sizes in ticks {with_size}")
+    check(with_size and with_size[0] == 0, "the first tick has the sizes")
+    check(all(3 <= b - a <= 5 for a, b in zip(with_size, with_size[1:])) and len(with_size) >= 2,
+          f"sizes about every 4th tick: {with_size}")
+    check(all("postgresql.db.commits[app1]" in t for t in ticks), "db.commits in every tick")
+    check(not r.warnings, f"no warnings: {r.warnings}")
+    # The default: once a minute, so within a few seconds only the first tick.
+    r = run_driver(ctx.uri(), "--password", MON_PW, "--period", "0.25", seconds=2.2)
+    ticks = [r.readings_of_tick(i + 1) for i in range(len(r.ticks))]
+    check(len(ticks) >= 5 and [i for i, t in enumerate(ticks)
+                               if "postgresql.db.size[app1]" in t] == [0],
+          f"default: sizes in the first tick only: {r.describe()}")
+    # The server's CPU per tick with and without the sizes: its backend, measured by the
+    # driver's session from /proc (the server runs here).
+    costs = {}
+    for interval in ("0", "60"):
+        bg = Background(ctx, ctx.uri(), "--password", MON_PW, "--period", "0.1", "--option",
+                        f"size_interval={interval}", seconds=20, name=f"size-{interval}")
+        try:
+            wait_until(lambda: len(bg.run().ticks) >= 3, 10, "three ticks")
+            pid = int(ctx.value("SELECT pid FROM pg_stat_activity "
+                                "WHERE application_name = 'trapline'"))
+            n0, c0 = len(bg.run().ticks), proc_cpu_ms(pid)
+            time.sleep(4)
+            n1, c1 = len(bg.run().ticks), proc_cpu_ms(pid)
+        finally:
+            bg.proc.kill9()
+        costs[interval] = (c1 - c0) / max(1, n1 - n0)
+    say(f"server backend CPU per tick: sizes every tick {costs['0']:.3f} ms, "
+        f"once a minute {costs['60']:.3f} ms")
+    # A typo is a start-up error naming the option, not a silent default.
+    cp = trapline("probe", ctx.uri(), "--password-file", ctx.pwfile, "--option",
+                  "size_intervl=5", "--seconds", "2")
+    check(cp.returncode != 0 and "unknown option 'size_intervl'" in cp.stderr, describe(cp))
+
+
+def proc_cpu_ms(pid: int) -> float:
+    """A process's CPU time so far, from the scheduler's nanosecond count."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e6
 
 
 def test_probe_cli(ctx):
@@ -611,6 +672,7 @@ def test_memory_per_connection(ctx):
 
 CHECKS = [
     test_values_match_server,
+    test_size_interval,
     test_password_sources,
     test_auth_failure,
     test_refused_and_multi_host,

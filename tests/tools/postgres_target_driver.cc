@@ -23,6 +23,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -65,7 +66,7 @@ int Usage() {
   std::fprintf(stderr,
                "usage: postgres_target_driver URI [--seconds N] [--period S] [--timeout S] "
                "[--reconnect-base S] [--reconnect-max S] [--password P] [--password-file F] "
-               "[--connections N [--bare]] [--log-level L]\n");
+               "[--option K=V] [--connections N [--bare]] [--log-level L]\n");
   return 2;
 }
 
@@ -149,6 +150,8 @@ int main(int argc, char** argv) {
         tc.password = val;
       else if (a == "--password-file")
         tc.password_file = val;
+      else if (a == "--option" && std::strchr(val, '=') != nullptr)  // plugin option K=V
+        tc.options[std::string(val, std::strchr(val, '='))] = std::strchr(val, '=') + 1;
       else if (a == "--connections")
         connections = std::atoi(val);
       else if (a == "--log-level")
@@ -162,6 +165,10 @@ int main(int argc, char** argv) {
     }
   }
   if (tc.uri.empty()) return Usage();
+  if (trapline::Status v = PostgresTarget::Validate(tc); !v.ok()) {
+    std::fprintf(stderr, "postgres_target_driver: %s\n", v.message().c_str());
+    return 2;
+  }
   if (!trapline::InitLogging(log_level).ok()) return Usage();
   if (connections > 0 && bare) return RunBare(tc, connections);
 

@@ -158,8 +158,14 @@ TEST_CASE("statements: TickQueries splits into one statement per result the pars
     // Shared by the connections: built once per version (and thread).
     const pg::TickSql& sql = pg::TickSqlFor(v);
     CHECK(&sql == &pg::TickSqlFor(v));
-    CHECK(sql.statements == parts);
-    CHECK(sql.text_query == pgp::TickQueryText(v));
+    CHECK(sql.statements[1] == parts);
+    CHECK(sql.text_query[1] == pgp::TickQueryText(v));
+    // Without the sizes: the same statements but the last, which calls no pg_database_size.
+    CHECK(sql.statements[0].size() == parts.size());
+    CHECK(std::equal(parts.begin(), parts.end() - 1, sql.statements[0].begin()));
+    CHECK(parts.back().find("pg_database_size(") != std::string::npos);
+    CHECK(sql.statements[0].back().find("pg_database_size(") == std::string::npos);
+    CHECK(sql.text_query[0].find("pg_database_size(") == std::string::npos);
   }
   CHECK(&pg::TickSqlFor(160000) != &pg::TickSqlFor(170000));
 }

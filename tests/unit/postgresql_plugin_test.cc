@@ -720,4 +720,56 @@ TEST_CASE("postgresql: a malformed one-statement text gives warnings, never a cr
 }
 
 }  // namespace
+TEST_CASE("postgresql: ticks without the database sizes (size_interval)") {
+  // Such a tick's databases statement has NULL in size_bytes: no db.size, nothing else missing
+  // and no warning.
+  const std::vector<ResultSet> with_sizes = LoadCase("15_primary");
+  std::vector<ResultSet> results = with_sizes;
+  ResultSet& dbs = results[5];
+  auto col = std::find(dbs.columns.begin(), dbs.columns.end(), "size_bytes") - dbs.columns.begin();
+  REQUIRE(col < static_cast<long>(dbs.columns.size()));
+  for (auto& row : dbs.rows) row[static_cast<std::size_t>(col)].reset();
+  ParseResult with = ParseTick(150000, with_sizes);
+  ParseResult without = ParseTick(150000, results);
+  CheckConsistent(without);
+  CHECK(without.warnings == with.warnings);
+  CHECK(without.entities.size() == with.entities.size());
+  CHECK(without.readings.size() + dbs.rows.size() == with.readings.size());
+  CHECK(Find(with, "db.size", "app"));
+  CHECK_FALSE(Find(without, "db.size", "app"));
+  CHECK(Value(without, "db.commits", "app") == Value(with, "db.commits", "app"));
+  CheckSameResult(ParseTickText(150000, AsTickText(results)), without);
+
+  // The SQL without the sizes: the same statements, columns and order, no pg_database_size().
+  for (int major = 12; major <= 17; ++major) {
+    CAPTURE(major);
+    const std::string all = TickQueries(major * 10000, true);
+    const std::string cheap = TickQueries(major * 10000, false);
+    CHECK(all == TickQueries(major * 10000));
+    CHECK(all.find("pg_database_size(") != std::string::npos);
+    CHECK(cheap.find("pg_database_size(") == std::string::npos);
+    CHECK(TickQueryText(major * 10000, false).find("pg_database_size(") == std::string::npos);
+    const auto a = Split(all, ';'), c = Split(cheap, ';');
+    REQUIRE(a.size() == c.size());
+    for (std::size_t i = 0; i + 2 < a.size(); ++i) CHECK(a[i] == c[i]);
+    CHECK(c[c.size() - 2].find("NULL::bigint AS size_bytes") != std::string::npos);
+  }
+
+  Options o;
+  CHECK(ParseOptions({}, &o).empty());
+  CHECK(o.size_interval_s == 60);
+  CHECK(ParseOptions({{"size_interval", "0"}}, &o).empty());
+  CHECK(o.size_interval_s == 0);
+  CHECK(ParseOptions({{"size_interval", "300.5"}}, &o).empty());
+  CHECK(o.size_interval_s == 300.5);
+  for (const char* bad : {"-1", "abc", "1e9", "", "nan", "60s", "inf"}) {
+    CAPTURE(bad);
+    std::string error = ParseOptions({{"size_interval", bad}}, &o);
+    CHECK(error.find("option size_interval: expected seconds from 0 to 86400") !=
+          std::string::npos);
+  }
+  CHECK(ParseOptions({{"size_intervall", "60"}}, &o) ==
+        "[postgresql] unknown option 'size_intervall' (known: size_interval)");
+}
+
 }  // namespace trapline::plugins::postgresql
