@@ -41,8 +41,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    BackgroundProc, Failure, check, make_tmp, run_checks, say, trapline, trapline_bin, wait_until)
-from common import _live as live  # noqa: E402
+    BackgroundProc, LongLivedProc, api_call, check, make_tmp, run_checks, say, trapline,
+    trapline_bin, wait_until)
 from harness import PostgresServer, free_port  # noqa: E402
 
 TOKEN = "api-token-3c9a1e77b0d24f5e"
@@ -51,14 +51,6 @@ PASSWORDS = {"admin1": "admin-pw-Kq83!vz", "view1": "viewer-pw-Lr21#", "op1": "o
 INJECTIONS = ["'; DROP TABLE hosts; --", "<script>alert(1)</script>", "$(reboot)",
               "../../etc/passwd", "a\x00b", "x" * 100_000, "\"}],\"role\":\"admin", "`id`",
               "%00%27", "\u202etxt.exe"]
-
-
-class Coordinator(BackgroundProc):
-    """Lives across checks (run_checks ends BackgroundProcs after each check)."""
-
-    def __init__(self, argv, workdir, name):
-        super().__init__(argv, workdir, name)
-        live.pop(self.pid, None)
 
 
 class Session:
@@ -88,7 +80,7 @@ class Ctx:
         with open(self.token_file, "w") as f:
             f.write(TOKEN + "\n")
         self.config = self.write_config("co1", self.port)
-        self.coord = Coordinator([trapline_bin(), "coordinator", "--config", self.config],
+        self.coord = LongLivedProc([trapline_bin(), "coordinator", "--config", self.config],
                                  self.tmp, "co1")
         wait_until(lambda: "leader: acquired" in self.coord.stderr() or not self.coord.alive(),
                    20, "the coordinator to lead")
@@ -111,30 +103,14 @@ class Ctx:
              headers=None, port=None):
         """(status, parsed JSON or text, headers). `session`: a Session (cookie and, for
         state changes, its CSRF token unless `csrf` is given; csrf="" sends none)."""
-        data = raw.encode() if isinstance(raw, str) else raw
-        if body is not None:
-            data = json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port or self.port}{path}", data=data,
-                                     method=method)
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
+        headers = dict(headers or {})
         if session:
-            req.add_header("Cookie", f"trapline_session={session.cookie}")
+            headers["Cookie"] = f"trapline_session={session.cookie}"
             want_csrf = session.csrf if csrf is None else csrf
             if method not in ("GET", "HEAD") and want_csrf:
-                req.add_header("X-CSRF-Token", want_csrf)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=20) as res:
-                status, text, hdrs = res.status, res.read().decode(), res.headers
-        except urllib.error.HTTPError as e:
-            status, text, hdrs = e.code, e.read().decode(), e.headers
-        ctype = hdrs.get("content-type", "")
-        out = json.loads(text) if ctype.startswith("application/json") and text else text
-        return status, out, hdrs
+                headers["X-CSRF-Token"] = want_csrf
+        return api_call(f"http://127.0.0.1:{port or self.port}", method, path, body, token, raw,
+                        headers)
 
     def login(self, user, password=None, port=None, want=200):
         status, out, hdrs = self.call("POST", "/api/v1/session",
@@ -168,13 +144,7 @@ class Ctx:
             "(SELECT count(*) FROM sessions), (SELECT count(*) FROM audit_log)")[0]
 
     def close(self):
-        if self.coord.alive():
-            self.coord.popen.send_signal(signal.SIGTERM)
-            try:
-                self.coord.wait(10)
-            except Failure:
-                self.coord.kill9()
-        self.coord.close_stdin()
+        self.coord.end()
         self.pg.close()
 
 

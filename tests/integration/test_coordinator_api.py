@@ -32,21 +32,13 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    BackgroundProc, Failure, check, make_tmp, run_checks, say, trapline, trapline_bin, wait_until)
-from common import _live as live  # noqa: E402
+    BackgroundProc, Failure, LongLivedProc, api_call, check, make_tmp, run_checks, say, trapline,
+    trapline_bin, wait_until)
 from harness import PostgresServer, free_port  # noqa: E402
 
 TOKEN = "api-token-5f0c2b7e9d1a4c38"
 SECRET = "profile-secret-Zq81"
 NASTY = "'; DROP TABLE hosts; --"
-
-
-class Coordinator(BackgroundProc):
-    """Lives across checks (run_checks ends BackgroundProcs after each check)."""
-
-    def __init__(self, argv, workdir, name):
-        super().__init__(argv, workdir, name)
-        live.pop(self.pid, None)
 
 
 class Ctx:
@@ -65,7 +57,7 @@ class Ctx:
             f.write(f'[coordinator]\nname = "co1"\nregistry = "{self.pg.url(db="registry")}"\n'
                     'log_level = "debug"\n\n'
                     f'[http]\nlisten = "127.0.0.1:{self.port}"\napi_token_file = "{token_file}"\n')
-        self.coord = Coordinator([trapline_bin(), "coordinator", "--config", self.config],
+        self.coord = LongLivedProc([trapline_bin(), "coordinator", "--config", self.config],
                                  self.tmp, "co1")
         wait_until(lambda: "leader: acquired" in self.coord.stderr() or not self.coord.alive(),
                    20, "the coordinator to lead")
@@ -76,25 +68,7 @@ class Ctx:
 
     def call(self, method, path, body=None, token=TOKEN, raw=None, headers=None):
         """(status, parsed JSON or text, headers)."""
-        data = raw.encode() if isinstance(raw, str) else raw
-        if body is not None:
-            data = json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
-                                     method=method)
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        for k, v in (headers or {}).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as res:
-                status, text, hdrs = res.status, res.read().decode(), res.headers
-        except urllib.error.HTTPError as e:
-            status, text, hdrs = e.code, e.read().decode(), e.headers
-        ctype = hdrs.get("content-type", "")
-        out = json.loads(text) if ctype.startswith("application/json") and text else text
-        return status, out, hdrs
+        return api_call(f"http://127.0.0.1:{self.port}", method, path, body, token, raw, headers)
 
     def ok(self, method, path, body=None, want=200):
         status, out, _ = self.call(method, path, body)
@@ -110,13 +84,7 @@ class Ctx:
         return out
 
     def close(self):
-        if self.coord.alive():
-            self.coord.popen.send_signal(signal.SIGTERM)
-            try:
-                self.coord.wait(10)
-            except Failure:
-                self.coord.kill9()
-        self.coord.close_stdin()
+        self.coord.end()
         self.pg.close()
 
 

@@ -46,10 +46,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    check, make_tmp, run_checks, say, trapline, trapline_bin, wait_until)
+    LongLivedProc, api_call, check, make_tmp, run_checks, say, trapline, trapline_bin, wait_until)
 from harness import PostgresServer, free_port  # noqa: E402
 import test_coordinator_api as api_test  # noqa: E402
-from test_coordinator_api import Coordinator  # noqa: E402  (lives across checks)
 
 TOKEN = "api-token-5f0c2b7e9d1a4c38"
 ENROL = "enrolment-secret-7c1e93d0b2"
@@ -86,7 +85,7 @@ class Ctx:
         os.chmod(self.secret_file, 0o600)
         self.token_file = token_file
         self.config = self.write_config("co1", self.port, 6000, 1000)
-        self.coord = Coordinator([trapline_bin(), "coordinator", "--config", self.config],
+        self.coord = LongLivedProc([trapline_bin(), "coordinator", "--config", self.config],
                                  self.tmp, "co1")
         wait_until(lambda: "leader: acquired" in self.coord.stderr() or not self.coord.alive(),
                    20, "the coordinator to lead")
@@ -108,23 +107,7 @@ class Ctx:
 
     def call(self, method, path, body=None, token=TOKEN, raw=None, port=None):
         """(status, parsed JSON or text, headers)."""
-        data = raw.encode() if isinstance(raw, str) else raw
-        if body is not None:
-            data = json.dumps(body).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port or self.port}{path}", data=data,
-                                     method=method)
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as res:
-                status, text, hdrs = res.status, res.read().decode(), res.headers
-        except urllib.error.HTTPError as e:
-            status, text, hdrs = e.code, e.read().decode(), e.headers
-        ctype = hdrs.get("content-type", "")
-        out = json.loads(text) if ctype.startswith("application/json") and text else text
-        return status, out, hdrs
+        return api_call(f"http://127.0.0.1:{port or self.port}", method, path, body, token, raw)
 
     def post(self, body=None, token=None, raw=None, port=None):
         return self.call("POST", "/api/v1/discovery", body, token=token, raw=raw, port=port)
@@ -151,7 +134,7 @@ class Ctx:
             "SELECT t.plugin FROM tasks t JOIN services s ON s.id = t.service_id JOIN hosts h ON "
             f"h.id = s.host_id WHERE h.name = '{host}'"))
 
-    close = api_test.Ctx.close  # SIGTERM the coordinator (kill -9 after 10 s), stop PostgreSQL
+    close = api_test.Ctx.close  # end the coordinator (SIGTERM, kill -9 after 15 s), stop PostgreSQL
 
 
 def setup():
@@ -556,7 +539,7 @@ def test_token_reset(ctx):
 def test_rate_limit(ctx):
     port = free_port()
     config = ctx.write_config("co2", port, 1, 2)
-    co2 = Coordinator([trapline_bin(), "coordinator", "--config", config], ctx.tmp, "co2")
+    co2 = LongLivedProc([trapline_bin(), "coordinator", "--config", config], ctx.tmp, "co2")
     try:
         wait_until(lambda: f"127.0.0.1:{port}" in co2.stderr() or "standby" in co2.stderr()
                    or not co2.alive(), 20, "co2 to start")

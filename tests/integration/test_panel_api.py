@@ -48,7 +48,8 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_coordinator_api as api_test  # noqa: E402  (its Ctx: call, ok, bad, sql, close)
-from common import Failure, check, make_tmp, run_checks, say, trapline_bin, wait_until  # noqa: E402
+from common import (  # noqa: E402
+    Failure, LongLivedProc, check, make_tmp, run_checks, say, trapline_bin, wait_until)
 from harness import PostgresServer, RedisServer, SshServer, free_port  # noqa: E402
 
 TOKEN = api_test.TOKEN
@@ -162,7 +163,7 @@ class Ctx(api_test.Ctx):
         saved = os.environ.get("TMPDIR")
         os.environ["TMPDIR"] = self.probe_tmp
         try:
-            self.coord = api_test.Coordinator(
+            self.coord = LongLivedProc(
                 [trapline_bin(), "coordinator", "--config", self.config], self.tmp, "co1")
         finally:
             if saved is None:

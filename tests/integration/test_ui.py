@@ -46,7 +46,6 @@ Zabbix itself. The checks build on each other: run them in this order.
 import ctypes
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -54,8 +53,8 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BackgroundProc, Failure, check, make_tmp, run_checks, say, trapline_bin, wait_until  # noqa: E402
-from common import _live as live  # noqa: E402
+from common import (  # noqa: E402
+    Failure, LongLivedProc, api_call, check, make_tmp, run_checks, say, trapline_bin, wait_until)
 from harness import HOST, PostgresServer, RedisServer, ZabbixStack, free_port  # noqa: E402
 
 SOURCE = os.environ.get("TRAPLINE_SOURCE") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,22 +63,6 @@ ADMIN, ADMIN_PW = "admin", "panel-admin-pw-7d3e"
 REDIS_PW = "ui-redis-pw-41"
 ENROL = "ui-enrolment-secret-0b9d2c41"
 SHOTS = os.path.join(SOURCE, "build", "ui-screenshots")
-
-
-class Proc(BackgroundProc):
-    """Lives across checks (run_checks ends BackgroundProcs after each check)."""
-
-    def __init__(self, argv, workdir, name):
-        super().__init__(argv, workdir, name)
-        live.pop(self.pid, None)
-
-    def end(self):
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(15)
-            except Exception:  # noqa: BLE001
-                self.popen.kill()
 
 
 def build_panel():
@@ -135,7 +118,7 @@ ui_dir = "{ui_dir}"
 enrolment_secret_file = "{self.tmp}/enrol.secret"
 """)
         self.coordinator_argv = [trapline_bin(), "coordinator", "--config", conf]
-        self.coordinator = Proc(self.coordinator_argv, self.tmp, "k1")
+        self.coordinator = LongLivedProc(self.coordinator_argv, self.tmp, "k1")
         wait_until(lambda: self.sql_value("SELECT to_regclass('tasks') IS NOT NULL") == "t", 30,
                    "registry migrated")
         conf = os.path.join(self.tmp, "c1.toml")
@@ -152,7 +135,7 @@ spool_dir = "{self.tmp}/spool"
 registry = "{self.dsn}"
 secrets_dir = "{self.tmp}/secrets"
 """)
-        self.collector = Proc([trapline_bin(), "collector", "--config", conf], self.tmp, "c1")
+        self.collector = LongLivedProc([trapline_bin(), "collector", "--config", conf], self.tmp, "c1")
         wait_until(lambda: self.api("GET", "/api/v1/status")[0] == 200, 20, "the coordinator's API")
         self.make_admin()
         self.seed()
@@ -166,22 +149,8 @@ secrets_dir = "{self.tmp}/secrets"
         return rows[0][0] if rows else None
 
     def api(self, method, path, body=None, token=TOKEN):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method)
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                text = r.read().decode()
-                return r.status, (json.loads(text) if text else None)
-        except urllib.error.HTTPError as e:
-            text = e.read().decode()
-            try:
-                return e.code, json.loads(text)
-            except ValueError:
-                return e.code, text
+        status, out, _ = api_call(self.url, method, path, body, token, timeout=30)
+        return status, (out if out != "" else None)
 
     def node(self, scenario, args=None, timeout=150):
         """Runs one browser scenario; returns what it printed as RESULT."""
@@ -337,7 +306,7 @@ def check_reconnect(ctx):
         ctx.coordinator.popen.kill()
         ctx.coordinator.popen.wait(10)
         t0 = time.monotonic()
-        ctx.coordinator = Proc(ctx.coordinator_argv, ctx.tmp, "k1")
+        ctx.coordinator = LongLivedProc(ctx.coordinator_argv, ctx.tmp, "k1")
 
         def up():
             try:
