@@ -9,7 +9,8 @@
 //       collector does (TargetBase::kTickSlotMs, reply_batch_ms), with plain epoll.
 //   transport_floor postgresql --uri URI --connections N --seconds S
 //       N libpq connections; each runs the postgresql plugin's prepared tick statement
-//       (TickQueryText) once a second and drops the result, unread. Same slots and pause.
+//       (TickQueryText, without the database sizes: what the collector sends in all ticks but
+//       one a minute) once a second and drops the result, unread. Same slots and pause.
 //   transport_floor ssh-stream --uri ssh://user@host:port --identity KEY --known-hosts FILE
 //                              [--mib M] [--tick-bytes B]
 //       One libssh2 session reads M MiB from `head -c` on the target, in the largest packets
@@ -158,11 +159,14 @@ void RunSlots(Transport* t, double seconds, const char* kind) {
   Cpu cpu1 = ProcessCpu();
   double elapsed = Monotonic() - window_start;
   auto per = [&](double a, double b) { return (b - a) / elapsed / n * 1e6; };
+  // Per target-second as the collector's figure is counted; per tick too, which differs when
+  // the server could not answer every tick in time (late: skipped, as a target skips them).
   std::printf(
       "floor %s: %d connections, %.1f us CPU per target-second (user %.1f, kernel %.1f), "
-      "%.0f ticks/s, %llu late, %.0f B per reply\n",
+      "%.1f us per tick, %.0f ticks/s, %llu late, %.0f B per reply\n",
       kind, n, per(cpu0.total, cpu1.total), per(cpu0.user, cpu1.user),
-      per(cpu0.kernel, cpu1.kernel), ticks / elapsed, static_cast<unsigned long long>(late),
+      per(cpu0.kernel, cpu1.kernel), ticks ? (cpu1.total - cpu0.total) / ticks * 1e6 : 0.0,
+      ticks / elapsed, static_cast<unsigned long long>(late),
       ticks ? static_cast<double>(t->reply_bytes - bytes0) / ticks : 0.0);
   close(ep);
 }
@@ -235,7 +239,8 @@ class PostgresFloor : public Transport {
       PGconn* c = PQconnectdb(uri.c_str());
       if (PQstatus(c) != CONNECTION_OK) Fail(std::string("postgresql: ") + PQerrorMessage(c));
       conns_.push_back(c);
-      std::string sql = trapline::plugins::postgresql::TickQueryText(PQserverVersion(c));
+      std::string sql =
+          trapline::plugins::postgresql::TickQueryText(PQserverVersion(c), /*with_sizes=*/false);
       if (sql.empty()) Fail("postgresql: server version not supported by the plugin");
       PGresult* r = PQprepare(c, "tick", sql.c_str(), 0, nullptr);
       if (PQresultStatus(r) != PGRES_COMMAND_OK) {
