@@ -40,9 +40,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    BackgroundProc, Failure, check, make_tmp, run_checks, say, trapline, trapline_bin,
-    wait_until)
-from common import _live as live  # noqa: E402
+    BackgroundProc, Failure, LongLivedProc, check, make_tmp, run_checks, say, trapline,
+    trapline_bin, wait_until)
 from harness import PostgresServer  # noqa: E402
 
 PASSWORD = "registry-secret-7Qx"
@@ -60,15 +59,6 @@ def _last_migration() -> int:
 
 
 SCHEMA_VERSION = _last_migration()
-
-
-class Coordinator(BackgroundProc):
-    """A `trapline coordinator` that lives across checks (run_checks ends BackgroundProcs
-    after each check); Ctx.close() ends it."""
-
-    def __init__(self, argv, workdir, name):
-        super().__init__(argv, workdir, name)
-        live.pop(self.pid, None)
 
 
 class Heartbeats:
@@ -173,7 +163,7 @@ class Ctx:
 
     def start_coordinator(self, name: str) -> BackgroundProc:
         self.restarts += 1
-        p = Coordinator([trapline_bin(), "coordinator", "--config", self.configs[name]],
+        p = LongLivedProc([trapline_bin(), "coordinator", "--config", self.configs[name]],
                         self.tmp, f"{name}-{self.restarts}")
         self.coords[name] = p
         return p

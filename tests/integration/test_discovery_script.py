@@ -47,7 +47,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import stat
 import statistics
 import subprocess
@@ -58,7 +57,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
-    SOURCE, Failure, check, describe, make_tmp, run, run_checks, say, trapline_bin, wait_until)
+    SOURCE, LongLivedProc, check, describe, make_tmp, run, run_checks, say, trapline_bin,
+    wait_until)
 import test_coordinator_api as api_test  # noqa: E402
 from harness import PostgresServer, RedisServer, SshServer, free_port  # noqa: E402
 
@@ -589,8 +589,8 @@ class Registry:
                     f'[http]\nlisten = "127.0.0.1:{self.port}"\napi_token_file = "{api_token}"\n\n'
                     f'[discovery]\nenrolment_secret_file = "{ctx.token_file}"\n'
                     f'gone_after_reports = {gone_after}\nburst = 20\n')
-        self.coord = api_test.Coordinator([trapline_bin(), "coordinator", "--config", config],
-                                          ctx.tmp, "co1")
+        self.coord = LongLivedProc([trapline_bin(), "coordinator", "--config", config], ctx.tmp,
+                                   "co1")
         wait_until(lambda: "leader: acquired" in self.coord.stderr() or not self.coord.alive(),
                    20, "the coordinator to lead")
         check(self.coord.alive(), lambda: self.coord.output())
@@ -600,11 +600,7 @@ class Registry:
         return self.pg.psql(q, db="registry")
 
     def close(self):
-        self.coord.popen.send_signal(signal.SIGTERM)
-        try:
-            self.coord.wait(10)
-        except Failure:
-            self.coord.kill9()
+        self.coord.end()
 
 
 def test_end_to_end(ctx):
