@@ -226,6 +226,7 @@ struct SshTarget::Conn {
   std::string agent_rsa_blob;  // the retyped blob; empty: not RSA, or already tried
   // An RSA key file signs with rsa-sha2-512 through our callback first (ssh_keys.h).
   bool key_loaded = false;
+  std::string passphrase;  // the key's, read once per connection (identity_passphrase_file)
   std::unique_ptr<ssh::RsaSha2Signer> rsa;
   void* rsa_abstract = nullptr;  // libssh2's `abstract` for the sign callback: rsa.get()
   bool rsa_refused = false;
@@ -754,13 +755,15 @@ Status SshTarget::StepAgent(bool* again) {
 Status SshTarget::StepAuthKey(bool* again) {
   Conn* c = conn_.get();
   const std::string& key = config().identity;
-  std::string pass = config().identity_passphrase;
-  if (!config().identity_passphrase_file.empty()) {
-    auto read = ReadSecretFile(config().identity_passphrase_file, "identity_passphrase_file");
-    if (!read.ok()) return read.status();
-    pass = std::move(read).value();
-  }
+  const std::string& pass = c->passphrase;
   if (!c->key_loaded) {
+    // This step is entered again after every EAGAIN: the key and its passphrase are read once.
+    c->passphrase = config().identity_passphrase;
+    if (!config().identity_passphrase_file.empty()) {
+      auto read = ReadSecretFile(config().identity_passphrase_file, "identity_passphrase_file");
+      if (!read.ok()) return read.status();
+      c->passphrase = std::move(read).value();
+    }
     c->key_loaded = true;
     auto signer = ssh::RsaSha2Signer::Load(key, pass);
     if (signer.ok()) {
