@@ -107,9 +107,11 @@ def run(kind, server, n, seconds, tmp, trapline=TRAPLINE):
         proc.terminate()
         proc.wait(60)
     text = open(err_path).read()
-    stats = re.findall(r"connected=(\d+) loop_lag_p50_ms=([\d.]+) loop_lag_p99_ms=([\d.]+) "
+    # ticks= and ticks_skipped= since this session's builds; older ones do not print them.
+    stats = re.findall(r"connected=(\d+)(?: ticks=(\d+) ticks_skipped=(\d+))? "
+                       r"loop_lag_p50_ms=([\d.]+) loop_lag_p99_ms=([\d.]+) "
                        r"loop_lag_max_ms=([\d.]+)", text)
-    connected, p50, p99, lmax = stats[-1] if stats else ("?", "?", "?", "?")
+    connected, ticks, skipped, p50, p99, lmax = stats[-1] if stats else ("?",) * 6
     user = (c1[0] - c0[0]) / (t1 - t0) / n * 1e6
     sys_ = (c1[1] - c0[1]) / (t1 - t0) / n * 1e6
     cpu_per_target_s = (c1[2] - c0[2]) / (t1 - t0) / n * 1e6
@@ -117,7 +119,10 @@ def run(kind, server, n, seconds, tmp, trapline=TRAPLINE):
             "user_us_per_target_s": user, "sys_us_per_target_s": sys_,
             "lag_p50_ms": p50, "lag_p99_ms": p99, "lag_max_ms": lmax, "rss_kib": rss1,
             "rss_per_target_kib": rss1 / n, "wakeups_per_s": (w1 - w0) / (t1 - t0),
-            "collector_cpu_pct": 100 * (c1[2] - c0[2]) / (t1 - t0)}
+            "collector_cpu_pct": 100 * (c1[2] - c0[2]) / (t1 - t0),
+            # The last stats line covers the measured window (whole stats intervals).
+            "ticks_per_s": int(ticks) / seconds if ticks else None,
+            "ticks_skipped": int(skipped) if skipped else None}
 
 
 def run_floor(kind, server, n, seconds, trapline):
@@ -213,11 +218,14 @@ def main():
                     r["rss_per_conn_kib"] = (r["rss_kib"] - base_rss[b]) / max(1, n - 1)
                     results[b].append(r)
                     label = f" [{b}]" if len(bins) > 1 else ""
+                    done = (f"; {r['ticks_per_s']:.0f} ticks/s answered, {r['ticks_skipped']} "
+                            "skipped" if r["ticks_per_s"] is not None else "")
                     print(f"{args.kind}: {r['targets']} targets ({r['connected']} connected): "
                           f"{r['cpu_us_per_target_s']:.1f} us CPU per target-second "
                           f"(user {r['user_us_per_target_s']:.1f}, kernel "
                           f"{r['sys_us_per_target_s']:.1f}; collector "
-                          f"{r['collector_cpu_pct']:.1f}% of a core; {r['wakeups_per_s']:.0f} wake-ups/s), loop lag p50 "
+                          f"{r['collector_cpu_pct']:.1f}% of a core; {r['wakeups_per_s']:.0f} "
+                          f"wake-ups/s{done}), loop lag p50 "
                           f"{r['lag_p50_ms']} ms p99 {r['lag_p99_ms']} ms max {r['lag_max_ms']} "
                           f"ms, RSS {r['rss_kib']} KiB = {r['rss_per_target_kib']:.1f} KiB per "
                           f"target, {r['rss_per_conn_kib']:.1f} KiB per connection above the "

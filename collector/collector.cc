@@ -385,14 +385,26 @@ void Collector::LogStats() {
   last_cpu_s_ = cpu;
   last_stats_ms_ = now;
   size_t connected = 0;
-  for (const auto& r : targets_) connected += r->target->state().connected ? 1 : 0;
+  uint64_t ticks = 0, skipped = 0;
+  for (const auto& r : targets_) {
+    const ConnectionState& st = r->target->state();
+    connected += st.connected ? 1 : 0;
+    ticks += st.ticks;
+    skipped += st.ticks_skipped;
+  }
+  // A target removed since the last line takes its counts with it: never a negative count.
+  uint64_t interval_ticks = ticks > last_ticks_ ? ticks - last_ticks_ : 0;
+  uint64_t interval_skipped = skipped > last_ticks_skipped_ ? skipped - last_ticks_skipped_ : 0;
+  last_ticks_ = ticks;
+  last_ticks_skipped_ = skipped;
   SenderCounters s = sender_counters();
-  spdlog::info("[collector] {}: targets={} connected={} loop_lag_p50_ms={:.2f} "
-               "loop_lag_p99_ms={:.2f} loop_lag_max_ms={:.2f} cpu_pct={:.1f} sent={} queued={} "
-               "spooled={} dropped={} rejected={} in_spool={} zabbix_reachable={}",
-               options_.name, targets_.size(), connected, lag.p50_ms, lag.p99_ms, lag.max_ms,
-               cpu_pct, s.sent, s.queued, s.spooled, s.dropped, s.rejected, s.in_spool,
-               s.reachable ? "yes" : "no");
+  spdlog::info("[collector] {}: targets={} connected={} ticks={} ticks_skipped={} "
+               "loop_lag_p50_ms={:.2f} loop_lag_p99_ms={:.2f} loop_lag_max_ms={:.2f} "
+               "cpu_pct={:.1f} sent={} queued={} spooled={} dropped={} rejected={} in_spool={} "
+               "zabbix_reachable={}",
+               options_.name, targets_.size(), connected, interval_ticks, interval_skipped,
+               lag.p50_ms, lag.p99_ms, lag.max_ms, cpu_pct, s.sent, s.queued, s.spooled,
+               s.dropped, s.rejected, s.in_spool, s.reachable ? "yes" : "no");
 }
 
 }  // namespace trapline

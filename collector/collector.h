@@ -180,6 +180,10 @@ class Collector {
   Timer stats_timer_;
   double last_cpu_s_ = 0;
   uint64_t last_stats_ms_ = 0;
+  // The targets' ticks answered and skipped (the previous one still running), summed at the
+  // last stats line: each line says how many of the interval's ticks were done.
+  uint64_t last_ticks_ = 0;
+  uint64_t last_ticks_skipped_ = 0;
   std::vector<SenderValue> scratch_;
   std::unique_ptr<HttpServer> metrics_server_;  // last: destroyed first
 };
