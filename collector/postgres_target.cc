@@ -184,20 +184,25 @@ std::string_view Severity(const PGresult* res) {
 
 PostgresTarget::PostgresTarget(uv_loop_t* loop, TargetConfig config, DeliverFn deliver)
     : TargetBase(loop, std::move(config), std::move(deliver)), connect_deadline_(loop) {
-  (void)pgp::ParseOptions(this->config().options, &options_);  // checked by Validate()
+  config_status_ = ReadOptions(this->config(), &options_);
+}
+
+Status PostgresTarget::ReadOptions(const TargetConfig& config, pgp::Options* options) {
+  std::string error = pgp::ParseOptions(config.options, options);
+  if (!error.empty()) return Status::InvalidArgument(config.Name() + ": " + error);
+  return Status::OK();
 }
 
 Status PostgresTarget::Validate(const TargetConfig& config) {
   pgp::Options options;
-  std::string error = pgp::ParseOptions(config.options, &options);
-  if (!error.empty()) return Status::InvalidArgument(config.Name() + ": " + error);
-  return Status::OK();
+  return ReadOptions(config, &options);
 }
 
 PostgresTarget::~PostgresTarget() { PostgresTarget::Disconnect(); }
 
 void PostgresTarget::Connect() {
   Disconnect();  // a previous connection, if any, is gone before a new one starts
+  if (!config_status_.ok()) return Failed(config_status_);
   auto password = postgres::PasswordFor(config());
   if (!password.ok()) return Failed(password.status());
   auto params = postgres::BuildConnParams(config().uri, *password, config().timeout_s);

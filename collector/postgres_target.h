@@ -129,11 +129,13 @@ class PostgresTarget : public TargetBase {
  public:
   enum class Phase { kIdle, kConnecting, kReady, kBusy };
 
-  // REQUIRES: Validate(config) is OK.
+  // Bad plugin options ([postgresql] size_interval) make every Connect() fail with that error
+  // (as SshTarget does); Validate() tells beforehand.
   PostgresTarget(uv_loop_t* loop, TargetConfig config, DeliverFn deliver);
   ~PostgresTarget() override;
 
-  // The target's plugin options ([postgresql] size_interval): an error names the bad one.
+  // The configuration error the constructor would keep (an error names the bad option); OK
+  // when usable.
   static Status Validate(const TargetConfig& config);
 
   Phase phase() const { return phase_; }
@@ -167,6 +169,8 @@ class PostgresTarget : public TargetBase {
   void FinishTick();
   Status ConnectionLost(std::string_view what) const;
   static void OnNotice(void* arg, const pg_result* notice);
+  // Parses config.options into *options; the error names the target and the option.
+  static Status ReadOptions(const TargetConfig& config, plugins::postgresql::Options* options);
 
   pg_conn* conn_ = nullptr;
   Phase phase_ = Phase::kIdle;
@@ -181,6 +185,7 @@ class PostgresTarget : public TargetBase {
   bool prepared_[2] = {false, false};
   size_t prepare_index_ = SIZE_MAX;  // the setup statement that prepares it, this tick
   plugins::postgresql::Options options_;
+  Status config_status_;  // bad plugin options: every Connect() fails with it
   // The loop time (ms) from which a tick asks the database sizes again; 0 after a connect,
   // so that the first tick has them.
   uint64_t sizes_due_ms_ = 0;

@@ -637,11 +637,11 @@ bool EndsSessions(const std::string& payload) {
          action.rfind("user.", 0) == 0;
 }
 
-// One `trapline probe` child: its process, two pipes and a deadline. Frees itself once every
-// handle is closed (libuv's rule); answers once through `done`.
 // The files a probe's secrets are written to, in its own 0700 folder (removed with them).
 constexpr const char* kProbeSecretFiles[] = {"/key", "/password", "/passphrase"};
 
+// One `trapline probe` child: its process, two pipes and a deadline. Frees itself once every
+// handle is closed (libuv's rule); answers once through `done`.
 class ProbeRun {
  public:
   using Done = std::function<void(std::string answer)>;

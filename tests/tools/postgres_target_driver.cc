@@ -150,8 +150,8 @@ int main(int argc, char** argv) {
         tc.password = val;
       else if (a == "--password-file")
         tc.password_file = val;
-      else if (a == "--option" && std::strchr(val, '=') != nullptr)  // plugin option K=V
-        tc.options[std::string(val, std::strchr(val, '='))] = std::strchr(val, '=') + 1;
+      else if (const char* eq = std::strchr(val, '='); a == "--option" && eq != nullptr)
+        tc.options[std::string(val, eq)] = eq + 1;  // a plugin option K=V
       else if (a == "--connections")
         connections = std::atoi(val);
       else if (a == "--log-level")
