@@ -704,12 +704,16 @@ class ProbeRun {
 
  private:
   ProbeRun() = default;
-  ~ProbeRun() {
-    // The secrets' folder: its files, then the folder.
-    if (!tmpdir_.empty()) {
-      for (const char* f : kProbeSecretFiles) ::unlink((tmpdir_ + f).c_str());
-      ::rmdir(tmpdir_.c_str());
-    }
+  ~ProbeRun() { RemoveSecrets(); }
+
+  // The secrets' folder: its files, then the folder. Done once the child has exited, before the
+  // answer goes out (a caller that lists the folder after the answer finds nothing), and again
+  // by the destructor for the paths that never answer (a failed spawn, an abandoned probe).
+  void RemoveSecrets() {
+    if (tmpdir_.empty()) return;
+    for (const char* f : kProbeSecretFiles) ::unlink((tmpdir_ + f).c_str());
+    ::rmdir(tmpdir_.c_str());
+    tmpdir_.clear();
   }
 
   void Kill() {
@@ -756,6 +760,7 @@ class ProbeRun {
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &ProbeRun::OnClose);
     --*running_;
     if (registry_) registry_->erase(this);
+    RemoveSecrets();
     if (done_) done_(panel::ProbeAnswer(exit_status_, timed_out_, out_buf_, err_buf_));
   }
 
