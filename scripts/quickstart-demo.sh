@@ -38,6 +38,7 @@ for port in (8470, 0):
 PY
 )"
 panel_url="http://127.0.0.1:$http_port/"
+printf '%s\n' "$panel_url" >"$TRAPLINE_STACK_DIR/panel.url"  # for `stack.py verify --demo`
 ui_dir="$ROOT/ui/dist"
 
 umask 077

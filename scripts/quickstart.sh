@@ -5,8 +5,11 @@
 #   bash scripts/quickstart.sh            install packages, build, start the local stack, run the
 #                                         demo, wait; Ctrl-C (or SIGTERM) stops everything
 #   bash scripts/quickstart.sh --no-build skip cmake/ninja (use the existing build/)
-#   bash scripts/quickstart.sh --check    non-interactive: bring the stack up in a temporary
-#                                         folder, verify the Zabbix API login, tear down, exit 0
+#   bash scripts/quickstart.sh --check    non-interactive: the same in a temporary folder, then
+#                                         verify it end to end (Zabbix API login; the cluster's
+#                                         panel and collectors; the Zabbix hosts it builds and
+#                                         their values: scripts/stack.py verify --demo), tear
+#                                         down; exit 0 when all is there within 240 s
 #   other options: --fresh (wipe the state in ./.stack first), --no-deps (skip scripts/deps.sh),
 #                  --dir DIR (state folder instead of ./.stack)
 #
@@ -17,8 +20,10 @@
 set -euo pipefail
 
 # ------------------------------------------------------------------------------------------
-# HOOK: what trapline runs once the stack is up. Runs in this shell with these variables
-# exported (and also written to $TRAPLINE_STACK_DIR/env.sh for other shells: `. .stack/env.sh`):
+# The trapline part (registry, coordinator, two collectors, admin panel, discovery) is
+# $TRAPLINE_DEMO_HOOK, default scripts/quickstart-demo.sh, sourced in this shell once the stack
+# is up, with these variables exported (and written to $TRAPLINE_STACK_DIR/env.sh for other
+# shells: `. .stack/env.sh`):
 #   ZBX_SERVER_HOST ZBX_SERVER_PORT    the Zabbix trapper (127.0.0.1 and its port)
 #   ZBX_API_URL ZBX_FRONTEND_URL       http://127.0.0.1:PORT/api_jsonrpc.php and the UI
 #   ZBX_API_USER ZBX_API_PASSWORD      Admin / zabbix
@@ -27,25 +32,15 @@ set -euo pipefail
 #   TARGET_REDIS_HOST/PORT/URL         a Redis to monitor
 #   TARGET_SSH_HOST/PORT/USER/KEY/KEY_RSA/KNOWN_HOSTS   an sshd to monitor (this machine)
 #   TRAPLINE_BUILD_DIR TRAPLINE_STACK_DIR
-# Long-running commands must go to the background with `&`: every background job of this
-# script is sent SIGTERM (then SIGKILL after 10 s) before the stack stops. Their output is
-# best sent to a log under "$TRAPLINE_STACK_DIR". A failing command here stops everything.
+# Its long-running commands go to the background with `&`: every background job of this script
+# is sent SIGTERM (then SIGKILL after 10 s) before the stack stops. A failing command in it
+# stops everything.
 run_demo() {
-  # Example, to be filled in (the trapline command line is not final yet):
-  #   "$TRAPLINE_BUILD_DIR/trapline" coordinator --db "$TRAPLINE_DB_DSN" \
-  #       --zabbix-api "$ZBX_API_URL" >"$TRAPLINE_STACK_DIR/coordinator.log" 2>&1 &
-  #   "$TRAPLINE_BUILD_DIR/trapline" collector --db "$TRAPLINE_DB_DSN" \
-  #       --zabbix "$ZBX_SERVER_HOST:$ZBX_SERVER_PORT" >"$TRAPLINE_STACK_DIR/collector.log" 2>&1 &
-  # Alternatively put the commands in a file: $TRAPLINE_DEMO_HOOK, default
-  # scripts/quickstart-demo.sh, sourced here when it exists.
   local hook="${TRAPLINE_DEMO_HOOK:-$ROOT/scripts/quickstart-demo.sh}"
-  if [ -f "$hook" ]; then
-    echo "quickstart: running $hook"
-    # shellcheck source=/dev/null
-    . "$hook"
-  else
-    echo "quickstart: demo hook is empty (run_demo in scripts/quickstart.sh)"
-  fi
+  [ -f "$hook" ] || die "the demo hook $hook is missing"
+  echo "quickstart: running $hook"
+  # shellcheck source=/dev/null
+  . "$hook"
 }
 # ------------------------------------------------------------------------------------------
 
@@ -61,7 +56,7 @@ while [ $# -gt 0 ]; do
     --no-deps) deps=0 ;;
     --fresh) fresh=1 ;;
     --dir) state_dir="$(realpath -m "$2")"; shift ;;
-    -h|--help) sed -n '3,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,20p' "$0"; exit 0 ;;
     *) echo "quickstart: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -76,12 +71,12 @@ if [ "$deps" = 1 ]; then
 fi
 [ -x "$PY" ] || die "$PY not found (scripts/deps.sh installs python3)"
 
-export TRAPLINE_BUILD_DIR="$ROOT/build"
+export TRAPLINE_BUILD_DIR="${TRAPLINE_BUILD_DIR:-$ROOT/build}"  # another build (with --no-build)
 if [ "$build" = 1 ]; then
-  step "build (cmake -G Ninja, RelWithDebInfo) into build/"
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  step "build (cmake -G Ninja, RelWithDebInfo) into $TRAPLINE_BUILD_DIR"
+  cmake -S . -B "$TRAPLINE_BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     || die "cmake configure failed; fix it, or run with --no-build to start the stack anyway"
-  ninja -C build || die "build failed; fix it, or run with --no-build to start the stack anyway"
+  ninja -C "$TRAPLINE_BUILD_DIR" || die "build failed; fix it, or run with --no-build to start the stack anyway"
   if command -v npm >/dev/null 2>&1; then
     step "admin panel (ui/: npm ci, vite build) into ui/dist"
     (cd ui && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent) \
@@ -177,17 +172,23 @@ set -a
 . "$env_file"
 set +a
 
+step "demo (scripts/quickstart-demo.sh)"
+run_demo || die "the demo hook failed"
+
 if [ "$check" = 1 ]; then
-  step "check: Zabbix API login"
-  "$PY" "$ROOT/scripts/stack.py" verify --env-file "$env_file" || die "API check failed"
+  step "check: Zabbix API login, then the cluster end to end"
+  "$PY" "$ROOT/scripts/stack.py" verify --demo --env-file "$env_file" || {
+    for log in coordinator collector-1 collector-2; do
+      echo "---- last lines of $log.log"
+      tail -n 15 "$state_dir/$log.log" 2>/dev/null || true
+    done
+    die "the check failed (see above)"
+  }
   stop_all
   trap - EXIT
   echo "quickstart: check passed; everything stopped."
   exit 0
 fi
-
-step "demo (run_demo hook)"
-run_demo || die "the demo hook failed"
 
 cat <<EOF
 

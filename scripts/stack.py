@@ -11,8 +11,10 @@
   stack.py check  [--dir DIR]
       Bring a stack up (temp folder unless --dir), verify the API login and a value sent
       through the trapper into history, tear down. Exit 0 on success.
-  stack.py verify --env-file F
-      Check a running stack described by an env file (API version + login). Exit 0 if fine.
+  stack.py verify --env-file F [--demo [--timeout S]]
+      Check a running stack described by an env file (API version + login). With --demo, also
+      the quick start's cluster (scripts/quickstart-demo.sh): panel, collectors, the Zabbix
+      hosts it builds and their values. Exit 0 if fine.
 """
 
 import argparse
@@ -21,9 +23,11 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +35,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from harness import (  # noqa: E402
     HOST,
+    api_call,
     HarnessError,
     RedisServer,
     SshServer,
@@ -203,7 +208,8 @@ def summary(st: LocalStack, env_file):
     say("\n".join(lines))
 
 
-def verify_api(api_url, user="Admin", password="zabbix"):
+def zabbix_api(api_url):
+    """A Zabbix API caller: call(method, params, auth=None) -> result; an API error raises."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def call(method, params, auth=None):
@@ -218,12 +224,100 @@ def verify_api(api_url, user="Admin", password="zabbix"):
             raise HarnessError(f"{method} at {api_url}: {reply['error']}")
         return reply["result"]
 
+    return call
+
+
+def verify_api(api_url, user="Admin", password="zabbix"):
+    """(version, session token): the API answers and the login works."""
+    call = zabbix_api(api_url)
     version = call("apiinfo.version", {})
     token = call("user.login", {"username": user, "password": password})
     users = call("user.get", {"output": ["username"], "filter": {"username": user}}, token)
     if not users:
         raise HarnessError(f"user.get found no {user!r} after login")
-    return version
+    return version, token
+
+
+# What scripts/quickstart-demo.sh puts in the registry: Zabbix host -> plugin.
+DEMO_HOSTS = {"quickstart-linux": "linux", "quickstart-postgresql": "postgresql",
+              "quickstart-redis": "redis"}
+
+
+def mem_total_bytes():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise HarnessError("/proc/meminfo has no MemTotal")
+
+
+def verify_demo(env, zbx_token, timeout):
+    """The quick start's trapline part, end to end: the panel answers and its admin login
+    works, both collectors are active, every demo host has a Zabbix host with a dashboard and
+    fresh values (the linux host's memory total equal to this machine's), and this machine
+    waits on the Discovery page. Waits up to `timeout` s for what is still coming; raises
+    HarnessError naming what did not come."""
+    stack_dir = env["TRAPLINE_STACK_DIR"]
+
+    def read(name):
+        try:
+            with open(os.path.join(stack_dir, name)) as f:
+                return f.read().strip()
+        except OSError as e:
+            raise HarnessError(f"{name} is missing from {stack_dir}: did the demo run? ({e})")
+
+    panel, api_token, admin_pw = read("panel.url"), read("api.token"), read("admin.password")
+    call = zabbix_api(env["ZBX_API_URL"])
+    mem_total = mem_total_bytes()
+    discovered = socket.gethostname()
+    t0 = time.monotonic()
+    missing = ["(not checked yet)"]
+    while True:
+        missing = []
+        status, st, _ = api_call(panel, "GET", "/api/v1/status", token=api_token)
+        if status != 200 or st.get("role") != "leader" or not st.get("registry_connected"):
+            missing.append(f"the coordinator as leader with its registry (status {status}: {st})")
+        status, cols, _ = api_call(panel, "GET", "/api/v1/collectors", token=api_token)
+        active = [c["name"] for c in (cols if isinstance(cols, list) else cols.get("collectors", []))
+                  if c.get("state") == "active"] if status == 200 else []
+        if len(active) < 2:
+            missing.append(f"two active collectors (active: {active})")
+        hosts = {h["host"]: h for h in call("host.get", {
+            "output": ["host", "hostid"], "filter": {"host": list(DEMO_HOSTS)}}, zbx_token)}
+        for name, plugin in DEMO_HOSTS.items():
+            if name not in hosts:
+                missing.append(f"Zabbix host {name}")
+                continue
+            items = call("item.get", {"hostids": hosts[name]["hostid"],
+                                      "output": ["key_", "lastclock", "lastvalue"]}, zbx_token)
+            fresh = [i for i in items if time.time() - int(i["lastclock"]) < 60]
+            if len(fresh) < 10:
+                missing.append(f"values on {name} ({len(fresh)} of {len(items)} items fresh)")
+            dash = call("dashboard.get", {"output": ["name"],
+                                          "search": {"name": name}}, zbx_token)
+            if not dash:
+                missing.append(f"a dashboard for {name}")
+            if plugin == "linux":
+                mem = [i for i in items if i["key_"] == "linux.mem.total" and int(i["lastclock"])]
+                if not mem or float(mem[0]["lastvalue"]) != mem_total:
+                    missing.append(f"linux.mem.total = {mem_total} (MemTotal) on {name} "
+                                   f"(Zabbix has {mem[0]['lastvalue'] if mem else 'none'})")
+        status, found, _ = api_call(
+            panel, "GET", "/api/v1/hosts?enabled=false&q=" + urllib.parse.quote(discovered),
+            token=api_token)
+        if status != 200 or not any(h.get("name") == discovered and h.get("discovered")
+                                    for h in found.get("hosts", [])):
+            missing.append(f"this machine ({discovered!r}) on the Discovery page")
+        if not missing:
+            break
+        if time.monotonic() - t0 > timeout:
+            raise HarnessError(f"after {timeout:.0f} s still missing: " + "; ".join(missing))
+        time.sleep(3)
+    status, session, _ = api_call(panel, "POST", "/api/v1/session",
+                                  body={"user": "admin", "password": admin_pw})
+    if status != 200 or session.get("role") != "admin":
+        raise HarnessError(f"the panel's admin login: {status} {session}")
+    return time.monotonic() - t0
 
 
 def cmd_up(args):
@@ -289,7 +383,7 @@ def cmd_check(args):
     try:
         st = LocalStack(dir, targets=not args.no_targets)
         st.start()
-        version = verify_api(st.zabbix.api_url)
+        version, _ = verify_api(st.zabbix.api_url)
         z = st.zabbix
         host = f"stack-check-{int(time.time())}"
         ids = z.create_trapper_host(host, [("check.value", 3)])
@@ -333,13 +427,19 @@ def cmd_verify(args):
                 k, _, v = line[7:].strip().partition("=")
                 env[k] = shlex.split(v)[0] if v else ""
     try:
-        version = verify_api(env["ZBX_API_URL"], env.get("ZBX_API_USER", "Admin"),
-                             env.get("ZBX_API_PASSWORD", "zabbix"))
-    except (HarnessError, OSError, KeyError) as e:
-        say(f"stack verify: FAILED: {e!r}")
+        version, token = verify_api(env["ZBX_API_URL"], env.get("ZBX_API_USER", "Admin"),
+                                    env.get("ZBX_API_PASSWORD", "zabbix"))
+        say(f"stack verify: OK: Zabbix {version} at {env['ZBX_API_URL']}, login "
+            f"{env.get('ZBX_API_USER', 'Admin')} works; server port {env.get('ZBX_SERVER_PORT')}")
+        if args.demo:
+            waited = verify_demo(env, token, args.timeout)
+            say(f"stack verify: OK: the demo after {waited:.0f} s: coordinator leader, two active "
+                f"collectors, Zabbix hosts {', '.join(DEMO_HOSTS)} with dashboards and fresh "
+                f"values (linux.mem.total = this machine's MemTotal), this machine on the "
+                f"Discovery page, the panel's admin login")
+    except (HarnessError, OSError, KeyError, ValueError) as e:
+        say(f"stack verify: FAILED: {e}")
         return 1
-    say(f"stack verify: OK: Zabbix {version} at {env['ZBX_API_URL']}, login "
-        f"{env.get('ZBX_API_USER', 'Admin')} works; server port {env.get('ZBX_SERVER_PORT')}")
     return 0
 
 
@@ -358,6 +458,10 @@ def main():
     ck.add_argument("--no-targets", action="store_true")
     vf = sub.add_parser("verify", help="verify a running stack from its env file")
     vf.add_argument("--env-file", required=True)
+    vf.add_argument("--demo", action="store_true",
+                    help="also the quick start's trapline part (scripts/quickstart-demo.sh)")
+    vf.add_argument("--timeout", type=float, default=240,
+                    help="seconds to wait for the demo's values (default 240)")
     args = p.parse_args()
     return {"up": cmd_up, "check": cmd_check, "verify": cmd_verify}[args.cmd](args)
 

@@ -12,6 +12,7 @@ Usage (PYTHONPATH=<repo>/tests):
 See servers.py for the full API.
 """
 
+from .http import api_call  # noqa: F401
 from .servers import (  # noqa: F401
     HOST,
     HarnessError,
@@ -40,6 +41,7 @@ from .servers import (  # noqa: F401
 )
 
 __all__ = [
+    "api_call",
     "HOST",
     "HarnessError",
     "PostgresServer",

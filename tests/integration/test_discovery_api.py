@@ -180,6 +180,10 @@ def test_enrolment(ctx):
     check(ctx.sql("SELECT facts->>'kernel' FROM hosts WHERE name = 'db01'") == [("6.1.0-27-amd64",)],
           "facts not updated")
     check(ctx.counts()[3] == n_audit, "an unchanged report wrote audit rows")
+    # The host list (the panel's Discovery page) says so: discovered, when, and its facts.
+    listed = ctx.ok("GET", "/api/v1/hosts?enabled=false&q=db01")["hosts"]
+    check(len(listed) == 1 and listed[0]["discovered"] is True and listed[0]["last_report"] and
+          listed[0]["facts"]["kernel"] == "6.1.0-27-amd64", f"the host list: {listed}")
     # The operator's address is kept.
     ctx.ok("PATCH", "/api/v1/hosts/db01", {"address": "db01.internal"})
     ctx.post(report(), token=tok)

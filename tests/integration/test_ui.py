@@ -263,6 +263,8 @@ def check_monitor_discovered(ctx):
     check(ctx.sql_value("SELECT enabled FROM hosts WHERE name = 'ui-db01'") == "f", "discovered host monitored already")
     t0 = time.monotonic()
     r = ctx.node("monitor_discovered", {"host": "ui-db01"})
+    # The row showed what the host's report says of it (os, cpus, memory_bytes).
+    check(r["system"] == "Debian GNU/Linux 12 · 2 CPUs · 1.0 GiB", f"System column: {r['system']!r}")
     rows = ctx.sql("SELECT h.enabled, s.enabled, s.state FROM hosts h JOIN services s ON s.host_id = h.id "
                    "WHERE h.name = 'ui-db01'")
     check(rows and all(x == ("t", "t", "ok") for x in rows), f"registry: {rows}")

@@ -61,6 +61,8 @@ const scenarios = {
       await page.goto(env.url + "#/discovery");
       const row = page.locator(`tr[data-host="${host}"]`);
       await row.waitFor();
+      const system = (await row.locator("[data-test=system]").textContent()).trim();
+      say(`${host} on the Discovery page: ${system}`);
       const t0 = Date.now();
       await row.getByRole("button", { name: /monitor/i }).click();
       await row.waitFor({ state: "detached" });
@@ -73,7 +75,7 @@ const scenarios = {
       await checkNoReload(page);
       const services = await page.locator("[data-test=services] tbody tr").count();
       say(`${host}: status ok on its page ${ok_ms} ms after the click (no reload), ${services} services`);
-      return { ok_ms, services };
+      return { ok_ms, services, system };
     });
   },
 

@@ -117,6 +117,15 @@ export interface HostRow {
   maintenance_until?: string | null;
   first_seen?: string;
   last_seen?: string;
+  discovered?: boolean;      // reported by trapline-discover at least once
+  last_report?: string | null;
+  facts?: HostFacts | null;  // from its last report
+}
+export interface HostFacts {
+  os?: string;
+  kernel?: string;
+  cpus?: number;
+  memory_bytes?: number;
 }
 export interface HostsPage {
   total: number;

@@ -1,10 +1,20 @@
 // Discovery: hosts that discovery reported and nobody monitors yet; one click monitors the host
 // and every service it reported (PATCH {"enabled": true, "services": "all"}).
 
-import { api, canWrite, enc, HostsPage, q } from "../api";
+import { api, canWrite, enc, HostFacts, HostsPage, q } from "../api";
 import { ago, debounce, h, mount } from "../dom";
 import { subscribe } from "../events";
 import { busy, errorText, pageHeader, servicesCell, toast } from "../ui";
+
+// What the host's last report says of it: "Debian GNU/Linux 12 (bookworm) · 8 CPUs · 15.6 GiB".
+function systemText(f: HostFacts | null | undefined): string {
+  if (!f) return "";
+  const parts: string[] = [];
+  if (f.os) parts.push(f.os);
+  if (typeof f.cpus === "number") parts.push(`${f.cpus} CPU${f.cpus === 1 ? "" : "s"}`);
+  if (typeof f.memory_bytes === "number") parts.push(`${(f.memory_bytes / 2 ** 30).toFixed(1)} GiB`);
+  return parts.join(" · ");
+}
 
 export function discoveryPage(root: HTMLElement): () => void {
   let limit = 200;
@@ -37,7 +47,7 @@ export function discoveryPage(root: HTMLElement): () => void {
     }
     mount(list,
       h("table", { class: "grid", "data-test": "discovered" },
-        h("thead", null, h("tr", null, ...["Host", "Address", "Services found", "Groups", "First seen", "Last seen", ""].map((c) => h("th", null, c)))),
+        h("thead", null, h("tr", null, ...["Host", "Address", "System", "Services found", "Groups", "First seen", "Last report", ""].map((c) => h("th", null, c)))),
         h("tbody", null, ...r.hosts.map((hr) => {
           const b = h("button", { type: "button", class: "primary", "data-action": "monitor", "aria-label": `monitor ${hr.name} and all its services` }, "Monitor");
           b.disabled = !canWrite();
@@ -49,10 +59,11 @@ export function discoveryPage(root: HTMLElement): () => void {
           return h("tr", { "data-host": hr.name },
             h("td", null, h("a", { href: `#/hosts/${enc(hr.name)}` }, hr.name)),
             h("td", { class: "mono" }, hr.address),
+            h("td", { "data-test": "system", title: hr.facts?.kernel ? `kernel ${hr.facts.kernel}` : "" }, systemText(hr.facts)),
             h("td", null, servicesCell(hr.services, hr.services_enabled)),
             h("td", null, hr.groups.join(", ")),
             h("td", null, ago(hr.first_seen)),
-            h("td", null, ago(hr.last_seen)),
+            h("td", null, hr.discovered ? ago(hr.last_report) : h("span", { class: "muted" }, "added by hand")),
             h("td", null, b));
         }))),
       r.total > r.hosts.length ? h("button", { type: "button", onclick: () => { limit = Math.min(1000, limit + 200); void load(); } }, `Show more (${r.total - r.hosts.length} left)`) : null);
