@@ -64,7 +64,12 @@ int Fail(const std::string& why) {
 
 int RunSync(const SyncFlags& f) {
   if (Status st = InitLogging(f.log_level); !st.ok()) return Fail(st.message());
-  if (f.target.uri.empty() && f.entities_file.empty()) {
+  // A plugin without a target (trapline: a collector's own health) has no entities to find.
+  const plugins::PluginInfo* targetless = f.target.uri.empty() && !f.target.plugin.empty()
+                                              ? plugins::FindPlugin(f.target.plugin)
+                                              : nullptr;
+  if (targetless != nullptr && !targetless->schemes.empty()) targetless = nullptr;
+  if (f.target.uri.empty() && f.entities_file.empty() && targetless == nullptr) {
     return Fail("give the target's URI, or --entities-file with --plugin");
   }
   auto api_config = ToApiConfig(f.zabbix);
@@ -76,7 +81,9 @@ int RunSync(const SyncFlags& f) {
 
   // Entities first: no point logging in to Zabbix when the target cannot be reached.
   Result<std::vector<plugins::Entity>> entities = std::vector<plugins::Entity>{};
-  if (!f.entities_file.empty()) {
+  if (targetless != nullptr) {
+    // none
+  } else if (!f.entities_file.empty()) {
     entities = ReadEntities(f.entities_file);
   } else {
     auto tc = ToTargetConfig(f.target, **plugin, host, 1.0);

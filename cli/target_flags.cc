@@ -33,7 +33,8 @@ Result<const plugins::PluginInfo*> ResolvePlugin(const TargetFlags& f) {
   if (plugin == nullptr) {
     return Status::InvalidArgument(
         f.plugin.empty() ? "no plugin for '" + RedactUri(f.uri) + "' (use ssh://, postgresql://, redis:// or --plugin)"
-                         : "no plugin called '" + f.plugin + "' (linux, postgresql, redis)");
+                         : "no plugin called '" + f.plugin + "' (linux, postgresql, redis; trapline "
+                           "for a collector's own host, with sync)");
   }
   return plugin;
 }

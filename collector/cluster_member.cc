@@ -253,6 +253,8 @@ std::string ClusterMember::LoadJson() {
             {"sender", {{"queued", s.queued}, {"sent", s.sent}, {"rejected", s.rejected},
                         {"spooled", s.spooled}, {"dropped", s.dropped}, {"in_spool", s.in_spool},
                         {"latency_p99_ms", s.latency_p99_ms}, {"reachable", s.reachable}}}};
+  // The Zabbix host of its own health: the leader's zabbix-sync builds it (plugin trapline).
+  if (!collector_->self_host().empty()) j["self_host"] = collector_->self_host();
   return j.dump();
 }
 

@@ -2,8 +2,10 @@
 
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 
 #include "collector/postgres_target.h"
 #include "collector/redis_target.h"
@@ -13,8 +15,19 @@
 #include "common/http_server.h"
 #include "common/log.h"
 #include "plugins/builtin.h"
+#include "plugins/trapline/trapline.h"
 
 namespace trapline {
+
+double ResidentBytes() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long long size = 0, resident = 0;
+  int n = std::fscanf(f, "%llu %llu", &size, &resident);
+  std::fclose(f);
+  if (n != 2) return 0;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
 
 double ProcessCpuSeconds() {
   rusage ru{};
@@ -48,11 +61,18 @@ Result<TargetConfig> TargetConfigFromTable(ConfigTable* t) {
     }
     c.plugin = std::string(p->name);
   }
-  if (plugins::FindPlugin(c.plugin) == nullptr) {
+  const plugins::PluginInfo* plugin = plugins::FindPlugin(c.plugin);
+  if (plugin == nullptr || plugin->schemes.empty()) {
     std::string names;
-    for (const auto& p : plugins::BuiltinPlugins()) names += (names.empty() ? "" : ", ") + std::string(p.name);
-    return Status::InvalidArgument(t->origin() + ": target '" + c.uri + "': unknown plugin '" +
-                                   c.plugin + "' (there are: " + names + ")");
+    for (const auto& p : plugins::BuiltinPlugins()) {
+      if (!p.schemes.empty()) names += (names.empty() ? "" : ", ") + std::string(p.name);
+    }
+    return Status::InvalidArgument(
+        t->origin() + ": target '" + c.uri + "': " +
+        (plugin == nullptr ? "unknown plugin '" + c.plugin + "'"
+                           : "plugin '" + c.plugin + "' has no target (the collector's own health: "
+                             "set [collector] self_host)") +
+        " (target plugins: " + names + ")");
   }
   if (c.host.empty()) {
     return Status::InvalidArgument(t->origin() + ": target '" + c.uri +
@@ -88,6 +108,9 @@ Result<CollectorOptions> CollectorOptions::FromConfig(ConfigTable* root) {
   TRAPLINE_ASSIGN_OR_RETURN(o.stats_interval_s, col->GetDouble("stats_interval", 60, 1, 86400));
   TRAPLINE_ASSIGN_OR_RETURN(o.metrics_listen, col->GetString("metrics_listen", ""));
   TRAPLINE_ASSIGN_OR_RETURN(o.reply_batch_ms, col->GetDouble("reply_batch_ms", 2, 0, 50));
+  TRAPLINE_ASSIGN_OR_RETURN(o.self_host, col->GetString("self_host", ""));
+  TRAPLINE_ASSIGN_OR_RETURN(int64_t self_interval, col->GetInt("self_interval", 0, 0, 86400));
+  o.self_interval_s = static_cast<int>(self_interval);
   TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * sender, root->GetTable("sender"));
   TRAPLINE_ASSIGN_OR_RETURN(o.sender, SenderOptions::FromConfig(sender));
   TRAPLINE_ASSIGN_OR_RETURN(ConfigTable * cl, root->GetTable("cluster"));
@@ -158,6 +181,7 @@ void LoopLagMonitor::Arm() {
     recent_next_ = (recent_next_ + 1) % kRecent;
     total_ms_ += lag;
     ++total_samples_;
+    worst_ms_ = std::max(worst_ms_, lag);
     Arm();
   });
 }
@@ -172,6 +196,12 @@ LoopLagMonitor::Figures LoopLagMonitor::TakeFigures() {
   }
   lags_ms_.clear();
   return f;
+}
+
+double LoopLagMonitor::TakeWorstMs() {
+  double worst = worst_ms_;
+  worst_ms_ = 0;
+  return worst;
 }
 
 LoopLagMonitor::Figures LoopLagMonitor::Recent() const {
@@ -230,7 +260,8 @@ Collector::Collector(uv_loop_t* loop, CollectorOptions options, bool dry_run, st
       out_(out),
       lag_(loop),
       batcher_(loop, options_.reply_batch_ms),
-      stats_timer_(loop) {}
+      stats_timer_(loop),
+      self_timer_(loop) {}
 
 Collector::~Collector() = default;
 
@@ -249,6 +280,14 @@ Status Collector::Start() {
   last_stats_ms_ = uv_now(loop_);
   auto interval = static_cast<uint64_t>(options_.stats_interval_s * 1000);
   stats_timer_.Start(interval, interval, [this] { LogStats(); });
+  if (!options_.self_host.empty()) {
+    self_pipeline_ = std::make_unique<MetricPipeline>(
+        options_.self_host, std::string(plugins::self::kPluginName), &plugins::self::Metrics(),
+        options_.self_interval_s);
+    self_last_cpu_s_ = last_cpu_s_;
+    self_last_ms_ = last_stats_ms_;
+    self_timer_.Start(1000, 1000, [this] { SampleSelf(); });
+  }
   spdlog::info("[collector] {}: {} targets, sending to {}", options_.name, targets_.size(),
                dry_run_ ? "stdout (dry run)" : sender_->peer());
   return Status::OK();
@@ -354,7 +393,13 @@ void Collector::OnValues(std::vector<SenderValue>* values) {
 
 void Collector::Stop() {
   stats_timer_.Stop();
+  self_timer_.Stop();
   if (metrics_server_) metrics_server_->Stop();
+  if (self_pipeline_) {
+    scratch_.clear();
+    self_pipeline_->Flush(&scratch_);
+    OnValues(&scratch_);
+  }
   for (auto& r : targets_) {
     scratch_.clear();
     r->pipeline->Flush(&scratch_);
@@ -374,6 +419,40 @@ std::vector<Collector::TargetStatus> Collector::Targets() const {
 
 SenderCounters Collector::sender_counters() const {
   return sender_ ? sender_->counters() : SenderCounters{};
+}
+
+void Collector::SampleSelf() {
+  plugins::self::Sample s;
+  s.loop_lag_max_s = lag_.TakeWorstMs() / 1000.0;
+  double cpu = ProcessCpuSeconds();
+  uint64_t now = uv_now(loop_);
+  double wall = static_cast<double>(now - self_last_ms_) / 1000.0;
+  s.cpu_pct = wall > 0 ? 100.0 * (cpu - self_last_cpu_s_) / wall : 0;
+  self_last_cpu_s_ = cpu;
+  self_last_ms_ = now;
+  s.rss_bytes = ResidentBytes();
+  s.targets = targets_.size();
+  for (const auto& r : targets_) {
+    const ConnectionState& st = r->target->state();
+    s.connected += st.connected ? 1 : 0;
+    s.ticks += st.ticks;
+    s.ticks_skipped += st.ticks_skipped;
+  }
+  if (sender_) {
+    SenderCounters c = sender_->counters();
+    s.has_sender = true;
+    s.sent = c.sent;
+    s.rejected = c.rejected;
+    s.dropped = c.dropped;
+    s.in_spool = c.in_spool;
+    s.zabbix_reachable = c.reachable;
+  }
+  plugins::ParseResult readings = plugins::self::Readings(s);
+  ZbxTime t = WallClockNow();
+  scratch_.clear();
+  self_pipeline_->AddTick(t, readings.readings, &scratch_);
+  self_pipeline_->FlushIfDue(t, &scratch_);
+  OnValues(&scratch_);
 }
 
 void Collector::LogStats() {

@@ -41,6 +41,10 @@ struct CollectorOptions {
   double stats_interval_s = 60;  // how often the self-watch line is logged
   std::string metrics_listen;    // "127.0.0.1:9464": serve Prometheus /metrics there; "" = off
   double reply_batch_ms = 2;     // ReplyBatcher's window; 0 = read each reply as it comes
+  // The Zabbix host of the collector's own health (plugins/trapline), sampled every second
+  // and sent like a target's values; "" = off.
+  std::string self_host;
+  int self_interval_s = 0;  // its value-set interval; 0: the metrics' own (60 s)
   SenderOptions sender;
   ClusterOptions cluster;
   std::vector<TargetConfig> targets;
@@ -56,6 +60,8 @@ Result<TargetConfig> TargetConfigFromTable(ConfigTable* t);
 
 // CPU seconds (user + system) this process has used.
 double ProcessCpuSeconds();
+// Resident set size in bytes (/proc/self/statm), 0 when unknown.
+double ResidentBytes();
 
 // Event-loop lag: a timer asks to fire every `period`; how late it fires is the lag.
 class LoopLagMonitor {
@@ -72,6 +78,9 @@ class LoopLagMonitor {
   // Over the last minute or so (the latest kRecent samples); does not start afresh.
   Figures Recent() const;
   std::vector<double> RecentSeconds() const;
+  // The worst lag since the last call (0 when none was measured): the collector's own
+  // per-second sample (plugins/trapline).
+  double TakeWorstMs();
   // Since start: lag summed over every sample, and the number of samples.
   double total_ms() const { return total_ms_; }
   uint64_t total_samples() const { return total_samples_; }
@@ -89,6 +98,7 @@ class LoopLagMonitor {
   size_t recent_next_ = 0;
   double total_ms_ = 0;
   uint64_t total_samples_ = 0;
+  double worst_ms_ = 0;  // since TakeWorstMs()
 };
 
 // Reads replies in batches. The ticks of a slot send their requests together; the replies come
@@ -155,6 +165,8 @@ class Collector {
   };
   std::vector<TargetStatus> Targets() const;
   SenderCounters sender_counters() const;
+  // The Zabbix host of its own health ([collector] self_host; "" = off).
+  const std::string& self_host() const { return options_.self_host; }
   // The Prometheus text served at /metrics (collector/collector_metrics.cc).
   std::string RenderMetrics() const;
   // The port /metrics is served on (0 when metrics_listen is off).
@@ -165,6 +177,8 @@ class Collector {
   void OnValues(std::vector<SenderValue>* values);
   void NoteEntities(Running* r, std::vector<plugins::Entity>* found);
   void LogStats();
+  // One second of the collector's own health into the self pipeline (plugins/trapline).
+  void SampleSelf();
   Status StartMetricsServer();
 
   uv_loop_t* loop_;
@@ -185,6 +199,11 @@ class Collector {
   uint64_t last_ticks_ = 0;
   uint64_t last_ticks_skipped_ = 0;
   std::vector<SenderValue> scratch_;
+  // The collector's own health (options_.self_host set): sampled every second.
+  std::unique_ptr<MetricPipeline> self_pipeline_;
+  Timer self_timer_;
+  double self_last_cpu_s_ = 0;
+  uint64_t self_last_ms_ = 0;
   std::unique_ptr<HttpServer> metrics_server_;  // last: destroyed first
 };
 

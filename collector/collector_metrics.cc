@@ -1,11 +1,6 @@
 // The collector's /metrics (Prometheus text): its own health, for scraping by anything that
 // speaks Prometheus. Served when [collector] metrics_listen is set.
 
-#include <sys/resource.h>
-#include <unistd.h>
-
-#include <cstdio>
-
 #include "collector/collector.h"
 #include "common/http_server.h"
 #include "common/log.h"
@@ -13,28 +8,6 @@
 #include "trapline/version.h"
 
 namespace trapline {
-
-namespace {
-
-double CpuSeconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-// Resident set size in bytes (/proc/self/statm), 0 when unknown.
-double ResidentBytes() {
-  std::FILE* f = std::fopen("/proc/self/statm", "r");
-  if (f == nullptr) return 0;
-  unsigned long long size = 0, resident = 0;
-  int n = std::fscanf(f, "%llu %llu", &size, &resident);
-  std::fclose(f);
-  if (n != 2) return 0;
-  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE));
-}
-
-}  // namespace
 
 Status Collector::StartMetricsServer() {
   if (options_.metrics_listen.empty()) return Status::OK();
@@ -67,7 +40,7 @@ std::string Collector::RenderMetrics() const {
   m.Gauge("trapline_collector_loop_lag_max_seconds", "Largest event-loop lag over the last minute.",
           lag.max_ms / 1000.0);
   m.Counter("process_cpu_seconds_total", "User and system CPU time of the collector process.",
-            CpuSeconds());
+            ProcessCpuSeconds());
   m.Gauge("process_resident_memory_bytes", "Resident memory of the collector process.",
           ResidentBytes());
 

@@ -488,7 +488,10 @@ void Coordinator::Tick() {
   tick_running_ = true;
   ReconcileTasks();
   RefineCosts();
-  if (zabbix_sync_) zabbix_sync_->PollMaintenance();
+  if (zabbix_sync_) {
+    zabbix_sync_->PollMaintenance();
+    zabbix_sync_->PollCollectorHosts();
+  }
   auto tick = std::make_shared<TickState>();
   tick->leadership = leadership_;
   tick->events.takeover = first_tick_;

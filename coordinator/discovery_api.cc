@@ -40,7 +40,9 @@ using namespace api;  // NOLINT: the API's shared helpers (http_api_internal.h)
 
 std::vector<std::string> TaskPlugins() {
   std::vector<std::string> out;
-  for (const auto& p : plugins::BuiltinPlugins()) out.emplace_back(p.name);
+  for (const auto& p : plugins::BuiltinPlugins()) {
+    if (!p.schemes.empty()) out.emplace_back(p.name);  // "trapline" has no target to run
+  }
   return out;
 }
 
@@ -367,7 +369,7 @@ void HttpApi::PostHostService(const std::string& host, const HttpRequest& r, Cal
   auto s = ParseNewService(r.body);
   if (!s.ok()) return call.Send(s.status());
   const plugins::PluginInfo* plugin = plugins::FindPlugin(s->plugin);
-  if (plugin == nullptr) {
+  if (plugin == nullptr || plugin->schemes.empty()) {  // trapline: a collector's, not a service
     std::string known;
     for (const auto& p : TaskPlugins()) known += (known.empty() ? "" : ", ") + p;
     return call.Send(

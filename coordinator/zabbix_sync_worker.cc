@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "zabbix-sync/maintenance.h"
 #include "plugins/builtin.h"
+#include "plugins/trapline/trapline.h"
 
 namespace trapline::coordinator {
 
@@ -30,6 +31,7 @@ struct ZabbixSyncWorker::Shared {
 
 struct ZabbixSyncWorker::Job {
   bool maintenance = false;  // else a host sync
+  bool collector_host = false;  // a collector's own host (task_id 0, no entities)
   int64_t host_id = 0;
   bool maintenance_on = false;
   int64_t maintenance_until = 0;  // unix seconds, 0 = open-ended
@@ -39,7 +41,7 @@ struct ZabbixSyncWorker::Job {
   std::shared_ptr<Shared> shared;
   std::shared_ptr<bool> alive;
   uint64_t generation;
-  int64_t task_id;
+  int64_t task_id = 0;
   std::string host;
   std::string plugin;
   std::vector<plugins::Entity> entities;
@@ -91,6 +93,10 @@ void ZabbixSyncWorker::RequestAll() {
 void ZabbixSyncWorker::Cancel() {
   ++generation_;
   retry_.clear();
+  self_queue_.clear();
+  self_queued_.clear();
+  self_synced_.clear();
+  self_failed_ms_.clear();
   maintenance_queue_.clear();
   maintenance_queued_.clear();
   queue_.clear();
@@ -124,8 +130,46 @@ void ZabbixSyncWorker::PollMaintenance() {
       });
 }
 
+void ZabbixSyncWorker::PollCollectorHosts() {
+  if (!options_.enabled() || polling_self_) return;
+  polling_self_ = true;
+  registry_->Query(
+      "poll collector hosts",
+      "SELECT DISTINCT load->>'self_host' FROM collectors WHERE state <> 'dead' AND "
+      "coalesce(load->>'self_host', '') <> '' ORDER BY 1",
+      {}, [this, alive = alive_](Result<pg::Rows> r) {
+        if (!*alive) return;
+        polling_self_ = false;
+        if (!r.ok()) return;
+        uint64_t now = uv_now(loop_);
+        for (const auto& row : r->rows) {
+          if (row.empty() || !row[0]) continue;
+          const std::string& host = *row[0];
+          if (self_synced_.count(host)) continue;
+          auto failed = self_failed_ms_.find(host);
+          if (failed != self_failed_ms_.end() && now - failed->second < 30000) continue;
+          if (self_queued_.insert(host).second) self_queue_.push_back(host);
+        }
+        Next();
+      });
+}
+
 void ZabbixSyncWorker::Next() {
   if (busy_) return;
+  if (!self_queue_.empty()) {
+    auto job = std::make_shared<Job>();
+    job->collector_host = true;
+    job->host = self_queue_.front();
+    job->plugin = std::string(plugins::self::kPluginName);
+    self_queue_.pop_front();
+    self_queued_.erase(job->host);
+    job->self = this;
+    job->shared = shared_;
+    job->alive = alive_;
+    job->generation = generation_;
+    busy_ = true;
+    return Run(job);
+  }
   if (!maintenance_queue_.empty()) {
     int64_t host = maintenance_queue_.front();
     maintenance_queue_.pop_front();
@@ -251,6 +295,8 @@ void ZabbixSyncWorker::Finish(std::shared_ptr<Job> job) {
   if (job->generation == generation_) {
     std::string counts;
     for (const auto& [what, n] : r.Counts()) counts += (counts.empty() ? "" : ", ") + what + " " + std::to_string(n);
+    if (job->collector_host && r.status.ok()) self_synced_.insert(job->host);
+    if (job->collector_host && !r.status.ok()) self_failed_ms_[job->host] = uv_now(loop_);
     if (r.status.ok()) {
       ++done_;
       spdlog::info("[zabbix-sync] host {} plugin {}: {} entities, {} ({} API calls)", job->host, job->plugin,
@@ -264,11 +310,15 @@ void ZabbixSyncWorker::Finish(std::shared_ptr<Job> job) {
       }
     } else {
       ++failed_;
-      if (r.status.code() == StatusCode::kUnavailable || r.status.code() == StatusCode::kTimeout) {
+      if (!job->collector_host &&
+          (r.status.code() == StatusCode::kUnavailable || r.status.code() == StatusCode::kTimeout)) {
         retry_.insert(job->task_id);
       }
-      spdlog::warn("[zabbix-sync] host {} plugin {}: {}{}", job->host, job->plugin, r.status.message(),
-                   counts.empty() ? "" : " (made before the error: " + counts + ")");
+      spdlog::warn("[zabbix-sync] host {} plugin {}: {}{}{}", job->host, job->plugin, r.status.message(),
+                   counts.empty() ? "" : " (made before the error: " + counts + ")",
+                   job->collector_host ? " (again in 30 s)" : "");
+      // A collector's own host has no task to file the error under: the log says it.
+      if (job->collector_host) return Next();
       registry_->Query("record zabbix-sync error",
                        "INSERT INTO errors (task_id, message) VALUES ($1::bigint, $2)",
                        {std::to_string(job->task_id), "zabbix-sync: " + r.status.message()},

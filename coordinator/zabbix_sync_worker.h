@@ -8,6 +8,9 @@
 // when something changed ("zabbix.sync", actor "coordinator:<name>"), and to the errors table
 // when it failed (the admin panel shows it).
 //
+// A collector's own host (its `self_host`, plugin trapline: the collector's health) is built
+// once per leadership, when a heartbeat first names it, and again after a failure (30 s).
+//
 // Maintenance goes the same way: hosts.maintenance / maintenance_until (set by the API or by
 // hand) differing from hosts.maintenance_applied are put into or taken out of trapline's
 // Zabbix maintenance (with data collection), then marked applied and audited
@@ -48,6 +51,9 @@ class ZabbixSyncWorker {
   void RequestAll();
   // Looks for hosts whose maintenance changed and queues them (the leader calls it every tick).
   void PollMaintenance();
+  // Looks for collectors' own hosts (their heartbeats' "self_host") not yet built by this
+  // leader and queues their sync with the trapline plugin (the leader calls it every tick).
+  void PollCollectorHosts();
   // Drops what is queued; a sync in progress finishes and its result is dropped.
   void Cancel();
 
@@ -68,6 +74,11 @@ class ZabbixSyncWorker {
   ZabbixSyncOptions options_;
   std::deque<int64_t> queue_;
   std::set<int64_t> queued_;
+  std::deque<std::string> self_queue_;   // collectors' own hosts to sync
+  std::set<std::string> self_queued_;
+  std::set<std::string> self_synced_;    // built since this coordinator became leader
+  std::map<std::string, uint64_t> self_failed_ms_;  // loop time of the last failure
+  bool polling_self_ = false;
   std::deque<int64_t> maintenance_queue_;  // host ids
   std::set<int64_t> maintenance_queued_;
   std::map<int64_t, uint64_t> maintenance_failed_ms_;  // host id -> loop time of its last failure

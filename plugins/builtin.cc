@@ -3,6 +3,7 @@
 #include "plugins/linux/linux.h"
 #include "plugins/postgresql/postgresql.h"
 #include "plugins/redis/redis.h"
+#include "plugins/trapline/trapline.h"
 
 namespace trapline::plugins {
 
@@ -11,6 +12,8 @@ const std::vector<PluginInfo>& BuiltinPlugins() {
       {linuxhost::kPluginName, {"ssh"}, &linuxhost::Metrics, &linuxhost::Template},
       {postgresql::kPluginName, {"postgresql", "postgres"}, &postgresql::Metrics, &postgresql::Template},
       {redis::kPluginName, {"redis"}, &redis::Metrics, &redis::Template},
+      // A collector's own health: no target to connect to (no scheme), fed by the collector.
+      {self::kPluginName, {}, &self::Metrics, &self::Template},
   };
   return kPlugins;
 }

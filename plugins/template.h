@@ -63,4 +63,15 @@ struct ZabbixTemplate {
   std::vector<GraphSpec> graphs;
 };
 
+// Declaration helpers shared by the plugins' templates.
+MacroSpec Macro(std::string name, std::string value, std::string description);
+TriggerSpec Trigger(std::string entity_kind, Severity severity, std::string name,
+                    std::string expression, std::string description,
+                    std::string recovery_expression = "", std::vector<std::string> depends_on = {});
+// A graph drawing `metrics` of one entity (or of the host) with min, avg and max.
+GraphSpec Graph(std::string entity_kind, std::string name, std::vector<std::string> metrics,
+                bool stacked = false);
+// A graph drawing `metric` of every entity of `entity_kind` (avg).
+GraphSpec Summary(std::string entity_kind, std::string name, std::string metric);
+
 }  // namespace trapline::plugins

@@ -73,6 +73,8 @@ for c in 1 2; do
   cat >"$TRAPLINE_STACK_DIR/collector-$c.toml" <<TOML
 [collector]
 name = "quickstart-collector-$c"
+self_host = "trapline-quickstart-collector-$c"   # its own health in Zabbix (plugin trapline)
+self_interval = 10
 
 [sender]
 server = "$ZBX_SERVER_HOST"

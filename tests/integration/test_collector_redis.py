@@ -6,14 +6,17 @@
 - Redis restarted: the collector reconnects within its backoff and values resume;
 - a wrong password and a misspelt config key: a clear error, no crash, other targets go on.
 - /metrics (metrics_listen): real figures for the targets, the loop and the sender.
+- self_host: the collector's own health in Zabbix (plugin trapline), on a host that
+  `trapline sync --plugin trapline` builds: items, triggers, dashboard, then real values.
 """
 
+import json
 import os
 import re
 import time
 
-from common import (BackgroundProc, check, make_tmp, run_checks, say, trapline, trapline_bin,
-                    wait_until)
+from common import (BackgroundProc, check, describe, make_tmp, run_checks, say, trapline,
+                    trapline_bin, wait_until)
 from harness import RedisServer, ZabbixStack, free_port
 
 PASSWORD = "s3cret-pw"
@@ -263,6 +266,67 @@ reconnect_max = 0.5
     check(scrape(port)[0] is None, "the metrics port is closed after exit")
 
 
+def check_self_host(ctx):
+    zbx = ctx["zbx"]
+    host = "trapline-selfmon"
+    cp = trapline("sync", "--plugin", "trapline", "--host", host, "--format", "json",
+                  "--zabbix-url", zbx.frontend_url, "--zabbix-user", zbx.user,
+                  "--zabbix-password", zbx.password, timeout=120)
+    check(cp.returncode == 0, "sync of the collector's own host:\n" + describe(cp))
+    report = json.loads(cp.stdout.strip().splitlines()[-1])
+    say(f"sync --plugin trapline: {report['counts']}")
+    items = {i["key_"]: i["itemid"] for i in zbx.api("item.get", {
+        "host": host, "output": ["key_", "itemid"]})}
+    triggers = zbx.api("trigger.get", {"host": host, "output": ["description", "expression"]})
+    check(len(items) == 13 and "trapline.loop_lag" in items, f"items {sorted(items)}")
+    check(len(triggers) == 6 and any("sends nothing" in t["description"] for t in triggers),
+          f"triggers {[t['description'] for t in triggers]}")
+    check(zbx.api("dashboard.get", {"output": ["name"], "search": {"name": host}}),
+          "no dashboard for the collector's host")
+    # A collector watching itself: one good target, one that cannot connect.
+    dead = free_port()
+    down = f"""
+[[target]]
+host = "selfmon-down"
+uri = "redis://127.0.0.1:{dead}"
+"""
+    cfg = config(ctx, "selfmon", extra_targets=down, interval=1)
+    with open(cfg) as f:
+        text = f.read()
+    with open(cfg, "w") as f:
+        f.write(text.replace("[collector]\n", f'[collector]\nself_host = "{host}"\n'
+                             'self_interval = 2\n', 1))
+    proc = BackgroundProc([trapline_bin(), "collector", "--config", cfg], ctx["tmp"], "selfmon")
+    try:
+        since = int(time.time())
+        last = {}
+        for key in ("trapline.targets", "trapline.targets.disconnected",
+                    "trapline.sender.zabbix_reachable", "trapline.loop_lag", "trapline.cpu.util"):
+            rows = zbx.wait_for_history(items[key], count=1, timeout=30, since=since)
+            last[key] = rows[-1][2]
+        sent = zbx.wait_for_history(items["trapline.sender.sent"], count=2, timeout=30,
+                                    since=since)
+        say(f"{host} in Zabbix: {last}, sender.sent {[v for _, _, v in sent][-3:]} /s")
+        check(last["trapline.targets"] == 2 and last["trapline.targets.disconnected"] == 1,
+              f"targets: {last}")
+        check(last["trapline.sender.zabbix_reachable"] == 1, f"reachable: {last}")
+        check(0 <= last["trapline.loop_lag"] < 1 and 0 <= last["trapline.cpu.util"] < 100, last)
+        check(any(v > 0 for _, _, v in sent), f"values sent per second: {sent}")
+        # (The redis target's own host is not in this Zabbix: only its values are refused.)
+        check(f"host={host} " not in proc.stderr(), "a value of the collector's host refused:\n" +
+              "\n".join(line for line in proc.stderr().splitlines() if f"host={host} " in line))
+    finally:
+        proc.popen.terminate()
+        rc = proc.wait(30)
+    check(rc == 0, f"collector exits 0 on SIGTERM, got {rc}\n{proc.output()}")
+    # It cannot be a target's plugin.
+    bad = config(ctx, "selftarget", extra_targets='[[target]]\nhost = "x"\nuri = "redis://127.0.0.1:1"\n'
+                 'plugin = "trapline"\n')
+    cp = trapline("collector", "--config", bad, "--check-config")
+    check(cp.returncode != 0 and "has no target" in cp.stderr and "self_host" in cp.stderr,
+          describe(cp))
+
+
 if __name__ == "__main__":
     raise SystemExit(run_checks([check_dry_run_matches_redis,
                                  check_values_reach_zabbix_and_resume_after_restart,
@@ -270,4 +334,5 @@ if __name__ == "__main__":
                                  check_bad_config_key_is_named,
                                  check_sample_config_is_valid,
                                  check_probe_redis,
-                                 check_metrics_endpoint], setup=setup, teardown=teardown))
+                                 check_metrics_endpoint,
+                                 check_self_host], setup=setup, teardown=teardown))

@@ -442,6 +442,7 @@ def test_by_hand(ctx):
     check(out["plugin"] == "redis" and out["port"] == 6390 and out["credential_profile"] ==
           "redis-default", out)
     for body, want in (({"plugin": "redis", "port": 6390}, 409), ({"plugin": "mysql"}, 400),
+                       ({"plugin": "trapline"}, 400),
                        ({"plugin": "redis", "credential_profile": "nope"}, 400),
                        ({"plugin": "redis", "uri": "ssh://db01"}, 400),
                        ({"plugin": "redis", "port": 70000}, 400),
