@@ -30,7 +30,8 @@ Zabbix itself. The checks build on each other: run them in this order.
                             they are gone (registry, one audit row each), the others stay
   check_settings            a credential profile made on Settings (the password stored, never
                             shown nor answered), an operator added
-  check_collector_weight    a collector's weight edited on Collectors reaches the registry
+  check_collector_weight    a collector's weight edited on Collectors reaches the registry; its
+                            own Zabbix host (self_host) is linked there and built by the leader
   check_audit               the audit log page filtered on the user shows every action the
                             panel did, with the user's name
   check_serving             ui_dir at "/": index.html with its CSP, assets; /metrics and /api/v1
@@ -125,6 +126,7 @@ enrolment_secret_file = "{self.tmp}/enrol.secret"
         with open(conf, "w") as f:
             f.write(f"""[collector]
 name = "c1"
+self_host = "trapline-ui-c1"
 [sender]
 server = "127.0.0.1"
 port = {self.zbx.server_port}
@@ -415,8 +417,13 @@ def check_settings(ctx):
 
 
 def check_collector_weight(ctx):
-    ctx.node("collector_weight", {"collector": "c1", "weight": 2.5})
+    r = ctx.node("collector_weight", {"collector": "c1", "weight": 2.5})
     check(ctx.sql_value("SELECT weight FROM collectors WHERE name = 'c1'") == "2.5", "weight in the registry")
+    # Its own health's host (self_host): linked from the page, built by the leader's zabbix-sync.
+    check(r["zabbix_href"].startswith(ctx.zbx.frontend_url.rstrip("/")) and
+          "filter_name=trapline-ui-c1" in r["zabbix_href"], f"the Zabbix link: {r['zabbix_href']}")
+    wait_until(lambda: ctx.zbx.api("host.get", {"filter": {"host": ["trapline-ui-c1"]}}), 60,
+               "the collector's own Zabbix host")
 
 
 def check_audit(ctx):

@@ -218,7 +218,11 @@ const scenarios = {
       await page.locator(`tr[data-collector="${collector}"]`).getByRole("button", { name: "Set" }).click();
       await page.locator(".toast.ok", { hasText: `weight ${weight}` }).waitFor();
       say(`${collector}: weight set to ${weight} on the Collectors page`);
-      return {};
+      const link = page.locator(`tr[data-collector="${collector}"] [data-test=collector-zabbix]`);
+      await link.waitFor();
+      const zabbix_href = await link.getAttribute("href");
+      say(`${collector}: its own Zabbix host linked: ${zabbix_href}`);
+      return { zabbix_href };
     });
   },
 

@@ -163,7 +163,8 @@ export interface Collector {
   tasks: number;
   heartbeat_age_s: number | null;
   last_heartbeat: string | null;
-  load: { lag_p99_ms?: number; lag_p50_ms?: number; cpu_pct?: number; tasks?: number } | null;
+  // self_host: the Zabbix host of its own health ([collector] self_host), when set.
+  load: { lag_p99_ms?: number; lag_p50_ms?: number; cpu_pct?: number; tasks?: number; self_host?: string } | null;
 }
 export interface AuditRow {
   id: number;

@@ -1,7 +1,7 @@
 // Collectors: state, weight (editable), tasks, event-loop lag and CPU now and over the last
 // hour (the leader samples them every 15 s: GET /api/v1/collectors/{name}/history).
 
-import { api, canWrite, Collector, enc, listOf } from "../api";
+import { api, canWrite, Collector, enc, listOf, zabbix } from "../api";
 import { h, mount } from "../dom";
 import { sparkline } from "../chart";
 import { subscribe } from "../events";
@@ -38,13 +38,22 @@ export function collectorsPage(root: HTMLElement): () => void {
           }
         }));
       }
+      const z = await zabbix();
       if (g !== gen) return;
-      if (editing.size === 0) draw(cs);
+      if (editing.size === 0) draw(cs, z?.frontend_url ?? "");
     } catch (e) {
       if (g === gen) mount(table, h("div", { class: "error-box", role: "alert" }, errorText(e)));
     }
   }
-  function draw(cs: Collector[]): void {
+  // The collector's own host in Zabbix (plugin trapline), when it has one and the frontend's
+  // URL is known.
+  function zabbixLink(c: Collector, frontend: string): HTMLElement | null {
+    const host = c.load?.self_host;
+    if (!host || !frontend) return null;
+    const base = frontend.replace(/\/+$/, "");
+    return h("a", { href: `${base}/zabbix.php?action=host.view&filter_name=${enc(host)}&filter_set=1`, target: "_blank", rel: "noopener noreferrer", class: "muted", "data-test": "collector-zabbix", title: `its own health in Zabbix: host ${host}` }, " (Zabbix)");
+  }
+  function draw(cs: Collector[], frontend: string): void {
     if (cs.length === 0) {
       mount(table, h("p", { class: "muted" }, "No collector has registered with the registry yet."));
       return;
@@ -59,7 +68,7 @@ export function collectorsPage(root: HTMLElement): () => void {
           if (c.load.lag_p99_ms !== undefined) pts.push({ at: new Date().toISOString(), lag_p99_ms: c.load.lag_p99_ms, cpu_pct: c.load.cpu_pct ?? null, tasks: c.tasks });
         }
         return h("tr", { "data-collector": c.name },
-          h("td", null, c.name),
+          h("td", null, c.name, zabbixLink(c, frontend)),
           h("td", null, badge(c.state)),
           h("td", null, weightCell(c)),
           h("td", null, String(c.tasks)),
