@@ -240,6 +240,12 @@ Result<std::unique_ptr<TargetBase>> MakeTarget(uv_loop_t* loop, TargetConfig con
   if (config.plugin == "redis") {
     return std::unique_ptr<TargetBase>(new RedisTarget(loop, std::move(config), std::move(deliver)));
   }
+  const plugins::PluginInfo* p = plugins::FindPlugin(config.plugin);
+  if (p != nullptr && p->schemes.empty()) {
+    return Status::InvalidArgument("plugin '" + config.plugin +
+                                   "' has no target: it is a collector's own health "
+                                   "([collector] self_host)");
+  }
   return Status::InvalidArgument("plugin '" + config.plugin + "' has no connection kind");
 }
 

@@ -135,7 +135,7 @@ void ZabbixSyncWorker::PollCollectorHosts() {
   polling_self_ = true;
   registry_->Query(
       "poll collector hosts",
-      "SELECT DISTINCT load->>'self_host' FROM collectors WHERE state <> 'dead' AND "
+      "SELECT DISTINCT load->>'self_host' FROM collectors WHERE state = 'active' AND "
       "coalesce(load->>'self_host', '') <> '' ORDER BY 1",
       {}, [this, alive = alive_](Result<pg::Rows> r) {
         if (!*alive) return;
