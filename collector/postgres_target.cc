@@ -1,5 +1,7 @@
 #include "collector/postgres_target.h"
 
+#include <cstdlib>
+
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -51,7 +53,13 @@ Result<ConnParams> BuildConnParams(const std::string& conninfo, const std::strin
   int secs = std::max(2, static_cast<int>(timeout_s + 0.999));
   p.entries.emplace_back("connect_timeout", std::to_string(secs));
   p.entries.emplace_back("fallback_application_name", "trapline");
-  p.entries.emplace_back("dbname", conninfo);
+  // No GSSAPI transport encryption unless asked for (gssencmode in the URI, or PGGSSENCMODE):
+  // with libpq's "prefer", every connect first looks for Kerberos credentials on the event
+  // loop. Measured in a storm of 400 connects: 75 us of collector CPU per connect, and the
+  // loop's lag p99 during the storm 24-72 ms against 13-27 ms without. GSSAPI authentication
+  // is not affected (that is the server's pg_hba.conf); TLS is sslmode.
+  if (std::getenv("PGGSSENCMODE") == nullptr) p.entries.emplace_back("gssencmode", "disable");
+  p.entries.emplace_back("dbname", conninfo);  // expanded: its own keywords override the above
   if (!password.empty()) p.entries.emplace_back("password", password);
   return p;
 }

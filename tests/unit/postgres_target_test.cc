@@ -40,19 +40,20 @@ std::string Entry(const pg::ConnParams& p, const std::string& key) {
 TEST_CASE("conn params: URI or keyword/value string, defaults first, password last") {
   auto p = pg::BuildConnParams("postgresql://mon@db1:5433/app?sslmode=require", "s3cret", 10);
   REQUIRE(p.ok());
-  REQUIRE(p->entries.size() == 4);
+  REQUIRE(p->entries.size() == 5);
   CHECK(p->entries[0] == std::make_pair(std::string("connect_timeout"), std::string("10")));
   CHECK(p->entries[1].first == "fallback_application_name");
   CHECK(p->entries[1].second == "trapline");
-  CHECK(p->entries[2].first == "dbname");  // expanded by libpq: may override the defaults
-  CHECK(p->entries[2].second == "postgresql://mon@db1:5433/app?sslmode=require");
-  CHECK(p->entries[3] == std::make_pair(std::string("password"), std::string("s3cret")));
+  CHECK(p->entries[2] == std::make_pair(std::string("gssencmode"), std::string("disable")));
+  CHECK(p->entries[3].first == "dbname");  // expanded by libpq: may override the defaults
+  CHECK(p->entries[3].second == "postgresql://mon@db1:5433/app?sslmode=require");
+  CHECK(p->entries[4] == std::make_pair(std::string("password"), std::string("s3cret")));
   auto k = p->keywords();
   auto v = p->values();
-  REQUIRE(k.size() == 5);
+  REQUIRE(k.size() == 6);
   CHECK(k.back() == nullptr);
   CHECK(v.back() == nullptr);
-  CHECK(std::string(k[3]) == "password");
+  CHECK(std::string(k[4]) == "password");
 
   // No password given: none set, so PGPASSWORD / .pgpass / PGPASSFILE still apply.
   auto kv = pg::BuildConnParams("host=127.0.0.1 port=5432 user=mon dbname=postgres", "", 0.5);
@@ -60,6 +61,34 @@ TEST_CASE("conn params: URI or keyword/value string, defaults first, password la
   CHECK(Entry(*kv, "password") == "<absent>");
   CHECK(Entry(*kv, "connect_timeout") == "2");  // libpq's minimum
   CHECK(Entry(*pg::BuildConnParams("host=x", "", 2.1), "connect_timeout") == "3");
+}
+
+// What libpq makes of the parameters, without connecting anywhere that answers (port 1).
+std::string EffectiveOption(const pg::ConnParams& p, const char* keyword) {
+  auto k = p.keywords();
+  auto v = p.values();
+  PGconn* conn = PQconnectStartParams(k.data(), v.data(), 1);
+  REQUIRE(conn != nullptr);
+  std::string out = "<unset>";
+  PQconninfoOption* opts = PQconninfo(conn);
+  for (PQconninfoOption* o = opts; o != nullptr && o->keyword != nullptr; ++o) {
+    if (std::strcmp(o->keyword, keyword) == 0 && o->val != nullptr) out = o->val;
+  }
+  PQconninfoFree(opts);
+  PQfinish(conn);
+  return out;
+}
+
+TEST_CASE("conn params: no GSSAPI encryption by default; the URI's own gssencmode wins") {
+  auto plain = pg::BuildConnParams("postgresql://mon@127.0.0.1:1/app", "", 10);
+  REQUIRE(plain.ok());
+  CHECK(EffectiveOption(*plain, "gssencmode") == "disable");
+  auto asked = pg::BuildConnParams("postgresql://mon@127.0.0.1:1/app?gssencmode=prefer", "", 10);
+  REQUIRE(asked.ok());
+  CHECK(EffectiveOption(*asked, "gssencmode") == "prefer");
+  auto kv = pg::BuildConnParams("hostaddr=127.0.0.1 port=1 gssencmode=require", "", 10);
+  REQUIRE(kv.ok());
+  CHECK(EffectiveOption(*kv, "gssencmode") == "require");
 }
 
 TEST_CASE("conn params: a malformed connection string is InvalidArgument with libpq's reason") {
