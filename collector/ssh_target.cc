@@ -16,6 +16,8 @@
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <string>
+#include <unordered_map>
 #include <utility>
 
 #include "collector/ssh_keys.h"
@@ -37,6 +39,11 @@ constexpr unsigned kChannelPacket = 32 * 1024;
 constexpr uint32_t kReadLength = 64 * 1024;
 // Bytes asked from the channel per libssh2_channel_read().
 constexpr size_t kReadChunk = 16 * 1024;
+// The mount table is read every this many ticks (and at once when a filesystem's statvfs says
+// another filesystem now answers at its mountpoint): it rarely changes, and on container hosts
+// it is the largest file of a tick (tens of KB for hundreds of mounts). Between reads the last
+// table stands; a new mount is seen within this many ticks, an unmount at the next tick.
+constexpr int kMountsEveryTicks = 10;
 // A file larger than this is not parsed (a sanity bound on memory, not a real limit).
 constexpr uint64_t kMaxFileBytes = 4u << 20;
 // Request ids: reads use the file's index, these ranges the rest.
@@ -251,10 +258,16 @@ struct SshTarget::Conn {
   std::vector<std::string> fs_asked;  // mountpoints asked this tick; id = kStatvfsIdBase + index
   struct FsResult {
     bool ok = false;
+    bool moved = false;  // another filesystem answered at the mountpoint: dropped, no warning
     linuxhost::FsStat st;
     std::string error;
   };
   std::vector<FsResult> fs_results;
+  // The filesystem id statvfs last gave for each mountpoint: a different one means the mount
+  // table changed (an unmount shows the filesystem underneath).
+  std::unordered_map<std::string, uint64_t> fs_ids;
+  int ticks_to_mounts = 0;     // the mount table is read again when it reaches 0
+  bool mounts_kept = false;    // the mounts slot holds a whole table from an earlier tick
   std::vector<std::string> fs_paths;  // the filesystems of the latest mount table
   // linuxhost::SelectMounts() of the latest mount table, made again only when its text changes.
   linuxhost::MountSelection mount_selection;
@@ -1174,8 +1187,18 @@ void SshTarget::Tick() {
     c->second_round = false;
     c->second_wave = false;
     c->outstanding = 0;
+    const bool read_mounts = !c->mounts_kept || --c->ticks_to_mounts <= 0;
+    if (read_mounts) c->ticks_to_mounts = kMountsEveryTicks;
     for (size_t i = 0; i < c->slots.size(); ++i) {
       FileSlot& s = c->slots[i];
+      if (!read_mounts && s.path == linuxhost::kMountsFile) {
+        // The last table stands this tick: its content, length and EOF probe are kept.
+        s.state = FileSlot::State::kDone;
+        s.rounds = 0;
+        s.probe_pending = false;
+        s.probe_adopted = false;
+        continue;
+      }
       s.content.clear();
       s.error.clear();
       s.offset = 0;
@@ -1391,6 +1414,17 @@ Status SshTarget::HandleSftpPacket(const sftp::Packet& p, bool* finished) {
     sftp::Statvfs v;
     sftp::StatusReply status;
     if (p.type == sftp::kExtendedReply && sftp::ParseStatvfs(p.payload, &v)) {
+      auto [known, fresh] = c->fs_ids.try_emplace(c->fs_asked[i], v.fsid);
+      if (!fresh && known->second != v.fsid) {
+        // Unmounted (or mounted over) since the mount table was read: these figures are
+        // another filesystem's. Dropped; the table is read at the next tick.
+        known->second = v.fsid;
+        r.moved = true;
+        c->mounts_kept = false;
+        --c->outstanding;
+        if (c->outstanding == 0) return AfterReadRound(finished);
+        return Status::OK();
+      }
       r.ok = true;
       r.st.mountpoint = c->fs_asked[i];
       r.st.bsize = v.bsize;
@@ -1507,10 +1541,16 @@ void SshTarget::DeliverSftpTick() {
     FileSlot& s = c->slots[i];
     if (s.state == FileSlot::State::kDone) {
       c->parse_files[i] = &s.content;
-      bytes += s.content.size();
-      if (s.path == linuxhost::kMountsFile) mounts = &s.content;
+      if (s.rounds > 0) bytes += s.content.size();  // read this tick (not a kept mount table)
+      if (s.path == linuxhost::kMountsFile) {
+        mounts = &s.content;
+        if (s.rounds > 0) c->mounts_kept = true;
+      }
     } else if (s.state == FileSlot::State::kFailed) {
       warnings.push_back(s.path + ": " + s.error);
+    }
+    if (s.path == linuxhost::kMountsFile && s.state != FileSlot::State::kDone) {
+      c->mounts_kept = false;  // read again next tick
     }
     round_trips = std::max(round_trips, s.rounds);
     // A file that came whole in its first reply but needed a READ to see EOF: next tick, that
@@ -1531,7 +1571,7 @@ void SshTarget::DeliverSftpTick() {
     Conn::FsResult& r = c->fs_results[static_cast<size_t>(it - c->fs_asked.begin())];
     if (r.ok) {
       fs_.push_back(r.st);
-    } else {
+    } else if (!r.moved) {
       warnings.push_back("statvfs " + mp + ": " + r.error);
     }
   }

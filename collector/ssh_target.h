@@ -27,7 +27,10 @@
 // asked in a second round. Results for filesystems no longer listed are dropped. Then
 // linuxhost::ParseTickFiles() (the mount table's selection kept while its text stays the same)
 // and Deliver(). Typically 1 round trip and one request per file per tick
-// (2 on the first tick).
+// (2 on the first tick). /proc/mounts is read every kMountsEveryTicks ticks only (the last
+// table stands between): a filesystem whose statvfs answers with another fsid than before
+// (unmounted: the one underneath answers) is dropped from that tick and the table is read at
+// the next.
 //
 // A tick (fallback): one request line on the script's stdin, the framed reply parsed, Parse(),
 // Deliver(). Filesystem space is asked every kStreamStatfsEvery ticks only (it is the one

@@ -6,6 +6,9 @@ checked too once it knows ssh:// targets.
 
   test_values_match_server   MemTotal, CPU count, filesystem sizes as the host reports them;
                              SFTP mode, files read in 2 round trips per tick
+  test_mount_changes         the mount table read every 10th tick: a tmpfs mounted during the
+                             run shows within 10 ticks, its size always its own (after the
+                             unmount no reading of the filesystem underneath)
   test_rsa_key               an RSA key works (rsa-sha2-512, which sshd requires)
   test_passphrase_key        keys with a passphrase (ed25519 in OpenSSH format, RSA in PEM) given
                              by --passphrase-file; a wrong or missing passphrase is a clear error
@@ -34,6 +37,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -227,6 +231,47 @@ def test_values_match_server(ctx):
     clocks = sorted({(j["clock"], j["ns"]) for j in out["all_samples"]})
     check(len(clocks) == st["ticks"],
           f"{len(clocks)} distinct sample times for {st['ticks']} ticks")
+
+
+def test_mount_changes(ctx):
+    """The mount table is read every 10th tick: a filesystem mounted meanwhile shows within 10
+    ticks; unmounted, its figures are never the filesystem underneath (statvfs answers with
+    another fsid: that reading is dropped and the table read at the next tick)."""
+    mnt = ctx.path("mnt")
+    os.makedirs(mnt, exist_ok=True)
+    size = 8 << 20
+    events = {}
+
+    def mounter():
+        time.sleep(2.5)
+        # A path as its source, so the plugin counts it as a real filesystem (tmpfs included
+        # by the option below).
+        run(["mount", "-t", "tmpfs", "-o", f"size={size}", "/dev/trapline-test-fs", mnt])
+        events["mounted"] = time.time()
+        time.sleep(12)
+        run(["umount", mnt])
+        events["unmounted"] = time.time()
+
+    t = threading.Thread(target=mounter)
+    t.start()
+    try:
+        cp, out = ctx.drive(*ctx.args(), "--option", "fs_type_include=tmpfs,ext4,xfs,btrfs",
+                            seconds=20)
+    finally:
+        t.join()
+        subprocess.run(["umount", mnt], capture_output=True)  # if the run failed midway
+    check(cp.returncode == 0, lambda: describe(cp))
+    key = f"linux.fs.size[{mnt}]"
+    got = [(j["clock"] + j["ns"] / 1e9, j["value"]) for j in out["all_samples"] if j["key"] == key]
+    check(got, f"no {key} in 20 s (mounted at +2.5 s)")
+    first, last = got[0][0], got[-1][0]
+    say(f"{key}: {len(got)} readings, first {first - events['mounted']:+.1f} s after the mount, "
+        f"last {last - events['unmounted']:+.1f} s from the unmount; sizes {sorted({v for _, v in got})}")
+    check(first - events["mounted"] <= 11.5, f"seen {first - events['mounted']:.1f} s after the mount")
+    check(all(v == size for _, v in got), f"a size other than the tmpfs's: {got}")
+    check(last <= events["unmounted"] + 1.5, f"readings {last - events['unmounted']:.1f} s after the unmount")
+    st = out["stats"][-1]
+    say(f"per tick: {st['requests']} SFTP requests, {st['bytes_in']} bytes")
 
 
 def test_rsa_key(ctx):
@@ -555,7 +600,7 @@ def test_probe_cli(ctx):
     check(cp.returncode != 0 and "authentication failed" in cp.stderr, lambda: describe(cp))
 
 
-CHECKS = [test_values_match_server, test_rsa_key, test_passphrase_key, test_wrong_key, test_agent,
+CHECKS = [test_values_match_server, test_mount_changes, test_rsa_key, test_passphrase_key, test_wrong_key, test_agent,
           test_unknown_host_key,
           test_host_key_mismatch, test_connection_refused, test_silent_server,
           test_read_error_one_file,
