@@ -1562,6 +1562,13 @@ void SshTarget::DeliverSftpTick() {
   }
   if (c->second_wave) ++round_trips;
   if (mounts != nullptr) SelectMounts(c, *mounts);  // done already when statvfs is supported
+  // Filesystem ids of mountpoints the table no longer lists are forgotten (containers' volumes
+  // come and go; the map stays the size of the table).
+  if (c->fs_ids.size() > c->fs_paths.size()) {
+    std::erase_if(c->fs_ids, [c](const auto& kv) {
+      return std::find(c->fs_paths.begin(), c->fs_paths.end(), kv.first) == c->fs_paths.end();
+    });
+  }
   // Filesystems: this tick's table, in its order; results for mountpoints no longer listed
   // (unmounted since the last tick) are dropped.
   fs_.clear();
