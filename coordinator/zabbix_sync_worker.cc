@@ -135,16 +135,21 @@ void ZabbixSyncWorker::PollCollectorHosts() {
   polling_self_ = true;
   registry_->Query(
       "poll collector hosts",
-      "SELECT DISTINCT load->>'self_host' FROM collectors WHERE state = 'active' AND "
-      "coalesce(load->>'self_host', '') <> '' ORDER BY 1",
+      "SELECT load->>'self_host', string_agg(name, ', ' ORDER BY name), count(*) FROM collectors "
+      "WHERE state = 'active' AND coalesce(load->>'self_host', '') <> '' GROUP BY 1 ORDER BY 1",
       {}, [this, alive = alive_](Result<pg::Rows> r) {
         if (!*alive) return;
         polling_self_ = false;
         if (!r.ok()) return;
         uint64_t now = uv_now(loop_);
         for (const auto& row : r->rows) {
-          if (row.empty() || !row[0]) continue;
+          if (row.size() < 3 || !row[0]) continue;
           const std::string& host = *row[0];
+          if (row[2].value_or("1") != "1" && self_shared_warned_.insert(host).second) {
+            spdlog::warn("[zabbix-sync] collectors {} all send their own health to Zabbix host {}: "
+                         "their values mix; give each its own [collector] self_host",
+                         row[1].value_or("?"), host);
+          }
           if (self_synced_.count(host)) continue;
           auto failed = self_failed_ms_.find(host);
           if (failed != self_failed_ms_.end() && now - failed->second < 30000) continue;

@@ -78,6 +78,7 @@ class ZabbixSyncWorker {
   std::set<std::string> self_queued_;
   std::set<std::string> self_synced_;    // built since this coordinator became leader
   std::map<std::string, uint64_t> self_failed_ms_;  // loop time of the last failure
+  std::set<std::string> self_shared_warned_;  // hosts named by several collectors, logged once
   bool polling_self_ = false;
   std::deque<int64_t> maintenance_queue_;  // host ids
   std::set<int64_t> maintenance_queued_;
