@@ -294,8 +294,10 @@ Status Collector::Start() {
     self_last_ms_ = last_stats_ms_;
     self_timer_.Start(1000, 1000, [this] { SampleSelf(); });
   }
-  spdlog::info("[collector] {}: {} targets, sending to {}", options_.name, targets_.size(),
-               dry_run_ ? "stdout (dry run)" : sender_->peer());
+  spdlog::info("[collector] {}: {} targets, sending to {}{}", options_.name, targets_.size(),
+               dry_run_ ? "stdout (dry run)" : sender_->peer(),
+               options_.self_host.empty() ? ""
+                                          : "; its own health to Zabbix host " + options_.self_host);
   return Status::OK();
 }
 
