@@ -248,7 +248,7 @@ def test_mount_changes(ctx):
         # by the option below).
         run(["mount", "-t", "tmpfs", "-o", f"size={size}", "/dev/trapline-test-fs", mnt])
         events["mounted"] = time.time()
-        time.sleep(12)
+        time.sleep(16)
         run(["umount", mnt])
         events["unmounted"] = time.time()
 
@@ -256,18 +256,19 @@ def test_mount_changes(ctx):
     t.start()
     try:
         cp, out = ctx.drive(*ctx.args(), "--option", "fs_type_include=tmpfs,ext4,xfs,btrfs",
-                            seconds=20)
+                            seconds=24)
     finally:
         t.join()
         subprocess.run(["umount", mnt], capture_output=True)  # if the run failed midway
     check(cp.returncode == 0, lambda: describe(cp))
     key = f"linux.fs.size[{mnt}]"
     got = [(j["clock"] + j["ns"] / 1e9, j["value"]) for j in out["all_samples"] if j["key"] == key]
-    check(got, f"no {key} in 20 s (mounted at +2.5 s)")
+    check(got, f"no {key} in 24 s (mounted at +2.5 s for 16 s)")
     first, last = got[0][0], got[-1][0]
     say(f"{key}: {len(got)} readings, first {first - events['mounted']:+.1f} s after the mount, "
         f"last {last - events['unmounted']:+.1f} s from the unmount; sizes {sorted({v for _, v in got})}")
-    check(first - events["mounted"] <= 11.5, f"seen {first - events['mounted']:.1f} s after the mount")
+    # Within 10 ticks (a loaded machine may skip some: a generous bound; the sizes are the point).
+    check(first - events["mounted"] <= 15, f"seen {first - events['mounted']:.1f} s after the mount")
     check(all(v == size for _, v in got), f"a size other than the tmpfs's: {got}")
     check(last <= events["unmounted"] + 1.5, f"readings {last - events['unmounted']:.1f} s after the unmount")
     st = out["stats"][-1]
